@@ -1,0 +1,795 @@
+#!/usr/bin/env python
+"""Multilingual language-model pretraining with task weighting: static mixing, DRO or L-DRO.
+
+Each language is a task. The script follows transformers' `run_clm.py`: argument dataclasses
+parsed by `HfArgumentParser` (or one `.json` file with the same keys), per-rank log levels,
+last-checkpoint detection, and the `log_metrics` / `save_metrics` / `save_state` / model-card tail.
+
+First run (the chatterbot-corpus demo languages, a small GPT-2, a few minutes on a laptop CPU):
+
+    python run_mlm_ldro.py --output_dir runs/demo
+
+Other data: `--data_dir <dir>/<lang>/{train,validation}.jsonl[.gz]`, `--train_files lang=path`,
+or `--mc4 --languages yo,sw` (streamed from the Hub). `--method monolingual` trains a reference
+model on one language and writes `<output_dir>/reference.json`, which `--reference_losses` reads
+for baselined DRO and relative perplexity. See docs/run_mlm.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import datasets
+import transformers
+from transformers import (
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    HfArgumentParser,
+    TrainingArguments,
+    default_data_collator,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_ldro.arguments import WEIGHTING_METHODS, LDROArguments, weighting_from_arguments
+from hf_ldro.data import (
+    BYTE_LEVEL,
+    DataError,
+    LanguageData,
+    TaskStratifiedStream,
+    build_eval_datasets,
+    build_tokenizer,
+    load_languages,
+    load_pretrained_tokenizer,
+)
+from hf_ldro.metrics import perplexity_table
+from hf_ldro.modeling import add_mask_token, build_config, build_model
+from hf_ldro.trainer import LDROTrainer
+from hf_ldro.weighting import TaskWeighting
+
+logger = logging.getLogger(__name__)
+
+MONOLINGUAL = "monolingual"
+SCRIPT_METHODS = (*WEIGHTING_METHODS, MONOLINGUAL)
+
+# Demo languages of the chatterbot-corpus package used when no data is given: four scripts and a
+# 200x spread in size (English about 200 KB of conversations, Yoruba about 1 KB).
+DEMO_LANGUAGES = ("english", "hindi", "japanese", "yoruba")
+
+REFERENCE_FILE_NAME = "reference.json"
+TOKENIZER_FOLDER_NAME = "tokenizer"
+
+# Training defaults that differ from TrainingArguments' own, sized so that the first command
+# trains a small model from scratch in a few minutes. Every one can be overridden on the command
+# line or in the JSON config; real runs raise max_steps and the model size.
+SCRIPT_TRAINING_DEFAULTS: dict[str, Any] = {
+    "max_steps": 400,
+    "learning_rate": 2e-3,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,
+    "weight_decay": 0.01,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 16,
+    "logging_steps": 20,
+    "save_steps": 200,
+    "save_total_limit": 2,
+    "report_to": "none",
+}
+
+
+class UsageError(ValueError):
+    """Invalid arguments or data found before training; the message names the value and the fix."""
+
+
+def split_list_argument(values: str | Sequence[str] | None) -> list[str] | None:
+    """Flatten `["a,b", "c"]` (or `"a,b"` from a JSON config) to `["a", "b", "c"]`."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    return [item.strip() for value in values for item in str(value).split(",") if item.strip()]
+
+
+@dataclass
+class ModelArguments:
+    """Which model and tokenizer to train, and the pretraining objective."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pretrained model (Hub id or folder) to continue training; default: a new "
+            "model built from --config_name or --model_type."
+        },
+    )
+    model_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model type of a new model (a transformers config name); default gpt2, or "
+            "roberta with --mlm. A new model from a model type starts with 2 layers of width 128."
+        },
+    )
+    config_name: str | None = field(
+        default=None, metadata={"help": "Config (Hub id or folder) of a new model."}
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Config fields to override for a new model, as comma-separated field=value "
+            "pairs, e.g. n_layer=4,n_embd=256,n_head=4."
+        },
+    )
+    mlm: bool = field(
+        default=False,
+        metadata={
+            "help": "Masked-LM pretraining (RoBERTa style, DataCollatorForLanguageModeling) "
+            "instead of causal LM."
+        },
+    )
+    mlm_probability: float = field(
+        default=0.15, metadata={"help": "Fraction of tokens masked with --mlm."}
+    )
+    tokenizer_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pretrained tokenizer (Hub id or folder); default: the one of "
+            "--model_name_or_path, or a SentencePiece unigram tokenizer trained on the training "
+            "languages."
+        },
+    )
+    byte_tokenizer: bool = field(
+        default=False,
+        metadata={"help": "Use UTF-8 bytes as tokens (ByT5Tokenizer) instead of training a tokenizer."},
+    )
+    tokenizer_vocab_size: int = field(
+        default=4000,
+        metadata={
+            "help": "Maximum vocabulary size of the trained SentencePiece tokenizer (small "
+            "corpora get fewer pieces)."
+        },
+    )
+    tokenizer_temperature: float = field(
+        default=10 / 3,
+        metadata={
+            "help": "Temperature T of the language mix the tokenizer is trained on: language i "
+            "gets a share proportional to size_i^(1/T). 1 is proportional to size, larger is "
+            "flatter; the default 3.33 is the exponent 0.3 of mT5 and XLM-R."
+        },
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Folder for models and datasets downloaded from the Hub."}
+    )
+    model_revision: str = field(
+        default="main", metadata={"help": "Branch, tag or commit of the pretrained model."}
+    )
+    token: str | None = field(
+        default=None, metadata={"help": "Hub token for private models (default: the stored login)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.config_overrides and self.model_name_or_path:
+            raise UsageError(
+                f"--config_overrides {self.config_overrides!r} cannot be combined with "
+                f"--model_name_or_path {self.model_name_or_path}: a pretrained model's weights fix "
+                "its sizes. Drop one of them."
+            )
+        if self.byte_tokenizer and self.tokenizer_name:
+            raise UsageError(
+                f"--byte_tokenizer and --tokenizer_name {self.tokenizer_name} both choose the "
+                "tokenizer: pass only one."
+            )
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise UsageError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}.")
+        if self.tokenizer_vocab_size < 300:
+            raise UsageError(
+                f"--tokenizer_vocab_size {self.tokenizer_vocab_size} is too small: the trained "
+                "tokenizer keeps 259 byte and special pieces, so use at least 300."
+            )
+        if not (math.isfinite(self.tokenizer_temperature) and self.tokenizer_temperature > 0):
+            raise UsageError(
+                f"--tokenizer_temperature must be a finite number > 0, got {self.tokenizer_temperature}."
+            )
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        return {"cache_dir": self.cache_dir, "revision": self.model_revision, "token": self.token}
+
+
+@dataclass
+class DataTrainingArguments:
+    """Which languages to train on, where their text comes from, and how it is cut into blocks."""
+
+    languages: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Languages (task names) to train on, in task order: comma-separated or "
+            "several values. Default: every language of the data (of the demo corpus: "
+            + ",".join(DEMO_LANGUAGES)
+            + "). Required with --mc4 (mC4 codes such as yo,sw,en).",
+            "action": "extend",
+        },
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder with one subfolder per language holding train.jsonl[.gz] (or .txt) "
+            "and validation.jsonl[.gz]; the subfolder name is the language."
+        },
+    )
+    train_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Training files as LANG=PATH[,PATH...] entries, one per language "
+            "(.jsonl, .json or .txt, optionally .gz).",
+            "action": "extend",
+        },
+    )
+    validation_files: list[str] | None = field(
+        default=None,
+        metadata={"help": "Validation files as LANG=PATH[,PATH...] entries.", "action": "extend"},
+    )
+    mc4: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the --languages from mC4 on the Hub (datasets streaming); give "
+            "--dataset_sizes for static mixing."
+        },
+    )
+    mc4_dataset: str = field(
+        default="allenai/c4", metadata={"help": "Hub dataset read by --mc4, one config per language."}
+    )
+    text_field: str = field(
+        default="text", metadata={"help": "JSON field (or Hub column) that holds the text."}
+    )
+    block_size: int = field(
+        default=128, metadata={"help": "Tokens per training example; each block holds one language."}
+    )
+    max_eval_blocks: int | None = field(
+        default=64,
+        metadata={"help": "Evaluate on at most this many blocks per language (all when unset)."},
+    )
+
+    def __post_init__(self) -> None:
+        self.languages = split_list_argument(self.languages)
+        self.train_files = split_list_argument_entries(self.train_files)
+        self.validation_files = split_list_argument_entries(self.validation_files)
+        if self.block_size < 2:
+            raise UsageError(f"--block_size must be >= 2 tokens, got {self.block_size}.")
+        if self.max_eval_blocks is not None and self.max_eval_blocks < 1:
+            raise UsageError(f"--max_eval_blocks must be >= 1, got {self.max_eval_blocks}.")
+        origins = [
+            name
+            for name, given in (
+                ("--data_dir", self.data_dir is not None),
+                ("--train_files", self.train_files is not None),
+                ("--mc4", self.mc4),
+            )
+            if given
+        ]
+        if len(origins) > 1:
+            raise UsageError(f"{' and '.join(origins)} both give the training data: pass only one.")
+        if self.validation_files is not None and self.train_files is None:
+            raise UsageError("--validation_files needs --train_files for the same languages.")
+        if self.mc4 and not self.languages:
+            raise UsageError("--mc4 needs --languages: name the mC4 language codes, e.g. yo,sw,en.")
+
+
+def split_list_argument_entries(values: str | Sequence[str] | None) -> list[str] | None:
+    """Normalise `LANG=PATH[,PATH]` entries from the command line or a JSON config to a list."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        return [values]
+    return [str(value) for value in values]
+
+
+@dataclass
+class PretrainingLDROArguments(LDROArguments):
+    """LDROArguments plus the `monolingual` method and reference values read from several sources."""
+
+    method: str = field(
+        default="ldro",
+        metadata={
+            "help": "Task-weighting method: static (|D_i|^alpha sampling), dro (online DRO), "
+            "baselined_dro (DRO on loss minus a reference loss), ldro (online Lookahead-DRO), "
+            "ldro_exact (Lookahead-DRO solved as a zero-sum game every step), or monolingual "
+            f"(train on one language and write {REFERENCE_FILE_NAME} with its validation loss "
+            "and perplexity).",
+            "choices": list(SCRIPT_METHODS),
+        },
+    )
+    reference_losses: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": f"Reference loss per language (nats per token): {REFERENCE_FILE_NAME} files of "
+            "monolingual runs, JSON files {lang: loss}, or inline JSON objects; merged over "
+            "languages. Needed by baselined_dro; also gives reference perplexities exp(loss).",
+            "action": "extend",
+        },
+    )
+    reference_perplexities: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Reference perplexity per language, for relative perplexity: sources as for "
+            "--reference_losses. Default: exp of the reference losses.",
+            "action": "extend",
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.reference_losses = merge_reference_sources("losses", self.reference_losses)
+        self.reference_perplexities = merge_reference_sources(
+            "perplexities", self.reference_perplexities
+        )
+        if self.reference_perplexities is None and self.reference_losses is not None:
+            self.reference_perplexities = {
+                language: math.exp(loss) for language, loss in self.reference_losses.items()
+            }
+        method = self.method
+        if method == MONOLINGUAL:
+            # The base class knows only the weighting methods; one task needs no weighting.
+            self.method = "static"
+        try:
+            super().__post_init__()
+        finally:
+            self.method = method
+
+    @property
+    def monolingual(self) -> bool:
+        return self.method == MONOLINGUAL
+
+
+def read_reference_source(kind: str, source: str | Mapping[str, Any]) -> tuple[dict[str, float], str]:
+    """Read one reference source into {language: value}; returns it with a description for errors.
+
+    A source is a mapping, an inline JSON object, or a JSON file holding either a mapping
+    {language: value} or a `reference.json` written by a monolingual run (whose
+    `reference_<kind>` entry is used).
+    """
+    flag = f"--reference_{kind}"
+    if isinstance(source, Mapping):
+        content, origin = dict(source), f"{flag} mapping"
+    elif str(source).lstrip().startswith("{"):
+        origin = f"{flag} inline JSON {source!r}"
+        try:
+            content = json.loads(source)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{origin} is not valid JSON: {error}.") from error
+    else:
+        path = Path(source)
+        origin = str(path)
+        if not path.is_file():
+            raise UsageError(
+                f"{flag}: file {origin} not found. Pass the {REFERENCE_FILE_NAME} of a "
+                "monolingual run, a JSON file {lang: value} or an inline JSON object."
+            )
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{flag}: {origin} is not valid JSON: {error}.") from error
+    if not isinstance(content, dict):
+        raise UsageError(f"{origin} must hold a JSON object {{lang: value}}, got {type(content).__name__}.")
+    content = content.get(f"reference_{kind}", content)
+    if not isinstance(content, dict):
+        raise UsageError(f"{origin}: reference_{kind} must be a JSON object {{lang: value}}.")
+
+    values: dict[str, float] = {}
+    for language, value in content.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UsageError(
+                f"{origin}: the reference value of {language!r} is {value!r}; expected a finite number."
+            )
+        if value < 0 or (kind == "perplexities" and value <= 0):
+            raise UsageError(f"{origin}: the reference value of {language!r} is {value}; expected > 0.")
+        values[str(language)] = float(value)
+    return values, origin
+
+
+def merge_reference_sources(
+    kind: str, sources: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None
+) -> dict[str, float] | None:
+    """Merge reference `kind` ("losses" or "perplexities") from several sources over languages.
+
+    Raises:
+        UsageError: a source is missing or invalid, or two sources give different values for one
+            language.
+    """
+    if sources is None:
+        return None
+    if isinstance(sources, (str, Mapping)):
+        sources = [sources]
+    merged: dict[str, float] = {}
+    origins: dict[str, str] = {}
+    for source in sources:
+        values, origin = read_reference_source(kind, source)
+        for language, value in values.items():
+            if language in merged and not math.isclose(merged[language], value, rel_tol=1e-9):
+                raise UsageError(
+                    f"--reference_{kind}: {language!r} is {merged[language]} in {origins[language]} "
+                    f"but {value} in {origin}: keep one source per language."
+                )
+            merged[language] = value
+            origins[language] = origin
+    return merged
+
+
+def require_references(kind: str, values: Mapping[str, float] | None, languages: Sequence[str]) -> None:
+    """Raise a UsageError naming the languages that have no reference value."""
+    if values is None:
+        return
+    missing = [language for language in languages if language not in values]
+    if missing:
+        raise UsageError(
+            f"--reference_{kind} has no value for language(s) {missing} (it has "
+            f"{sorted(values)}). Train a reference for each with --method {MONOLINGUAL} "
+            f"--languages <lang> and pass its {REFERENCE_FILE_NAME}."
+        )
+
+
+def parse_arguments(
+    args: Sequence[str] | None = None,
+) -> tuple[ModelArguments, DataTrainingArguments, PretrainingLDROArguments, TrainingArguments]:
+    """Parse the command line, or a single `.json` file with the same keys, into the four dataclasses.
+
+    `SCRIPT_TRAINING_DEFAULTS` replaces TrainingArguments' defaults, and a run that asks for
+    neither --do_train nor --do_eval does both.
+    """
+    args = list(sys.argv[1:] if args is None else args)
+    parser = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, PretrainingLDROArguments, TrainingArguments)
+    )
+    parser.set_defaults(**SCRIPT_TRAINING_DEFAULTS)
+    try:
+        if len(args) == 1 and args[0].endswith(".json"):
+            config_path = Path(args[0])
+            if not config_path.is_file():
+                raise UsageError(f"Config file {config_path} not found.")
+            try:
+                config = json.loads(config_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as error:
+                raise UsageError(f"Config file {config_path} is not valid JSON: {error}.") from error
+            parsed = parser.parse_dict({**SCRIPT_TRAINING_DEFAULTS, **config})
+        else:
+            parsed = parser.parse_args_into_dataclasses(args=args)
+    except UsageError:
+        raise
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    model_args, data_args, ldro_args, training_args = parsed
+
+    if not training_args.do_train and not training_args.do_eval:
+        training_args.do_train = True
+        training_args.do_eval = True
+    if training_args.do_train and training_args.max_steps <= 0:
+        raise UsageError(
+            f"--max_steps is {training_args.max_steps}: the training data is an endless stream "
+            "of blocks, so give the number of optimizer steps (> 0)."
+        )
+    if ldro_args.monolingual and not training_args.do_eval:
+        raise UsageError(
+            f"--method {MONOLINGUAL} writes the validation loss to {REFERENCE_FILE_NAME}: "
+            "do not turn evaluation off (pass --do_eval or neither --do_train nor --do_eval)."
+        )
+    if model_args.mlm and ldro_args.lm_objective == "causal":
+        raise UsageError("--mlm trains a masked LM but --lm_objective is causal: drop one of them.")
+    return model_args, data_args, ldro_args, training_args
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """Log to stdout with per-rank levels: the main process at INFO, replicas at WARNING."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    if training_args.should_log:
+        transformers.utils.logging.set_verbosity_info()
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    logging.getLogger("hf_ldro").setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+    logger.warning(
+        "Process rank: %d, device: %s, n_gpu: %d, distributed training: %s, world size: %d",
+        training_args.process_index,
+        training_args.device,
+        training_args.n_gpu,
+        training_args.parallel_mode.value == "distributed",
+        training_args.world_size,
+    )
+
+
+def load_language_data(data_args: DataTrainingArguments, ldro_args: PretrainingLDROArguments) -> LanguageData:
+    """Select the languages and build their sources; raises UsageError for unknown languages."""
+    languages = data_args.languages
+    demo = data_args.data_dir is None and data_args.train_files is None and not data_args.mc4
+    if demo and languages is None:
+        languages = list(DEMO_LANGUAGES)
+    try:
+        return load_languages(
+            data_dir=data_args.data_dir,
+            train_files=data_args.train_files,
+            validation_files=data_args.validation_files,
+            hub_languages=data_args.languages if data_args.mc4 else None,
+            languages=languages,
+            hub_sizes=ldro_args.dataset_sizes if data_args.mc4 else None,
+            hub_dataset=data_args.mc4_dataset,
+            text_field=data_args.text_field,
+        )
+    except (DataError, ValueError) as error:
+        raise UsageError(str(error)) from error
+
+
+def check_run(
+    data: LanguageData,
+    data_args: DataTrainingArguments,
+    ldro_args: PretrainingLDROArguments,
+    training_args: TrainingArguments,
+) -> None:
+    """Check that method, languages and references fit together, before anything is trained."""
+    languages = data.task_names
+    if ldro_args.monolingual and len(languages) != 1:
+        raise UsageError(
+            f"--method {MONOLINGUAL} trains on one language but the run has {len(languages)}: "
+            f"{languages}. Pick one with --languages."
+        )
+    if ldro_args.monolingual and languages[0] not in data.validation_sources:
+        raise UsageError(
+            f"--method {MONOLINGUAL} needs validation data for {languages[0]!r} to write "
+            f"{REFERENCE_FILE_NAME}: add a validation file for it."
+        )
+    require_references("losses", ldro_args.reference_losses, languages)
+    require_references("perplexities", ldro_args.reference_perplexities, list(data.validation_sources))
+    if ldro_args.dataset_sizes is not None:
+        missing = [language for language in languages if language not in ldro_args.dataset_sizes]
+        if missing:
+            raise UsageError(
+                f"--dataset_sizes has no size for language(s) {missing}: give one for every "
+                "training language."
+            )
+    needs_sizes = ldro_args.method == "static" and ldro_args.mixing_alpha > 0
+    if needs_sizes and data_args.mc4 and ldro_args.dataset_sizes is None:
+        raise UsageError(
+            "--method static with --mixing_alpha > 0 samples languages by size, and streamed "
+            "mC4 languages have no known size: pass --dataset_sizes '{\"yo\": 4.6e7, ...}' "
+            "(any unit) or --mixing_alpha 0."
+        )
+    if training_args.do_eval and not data.validation_sources:
+        raise UsageError(
+            f"None of the languages {languages} has validation data: add validation files, "
+            "or pass --do_train without --do_eval."
+        )
+
+
+def detect_last_checkpoint(training_args: TrainingArguments) -> str | None:
+    """Return the checkpoint to resume from: --resume_from_checkpoint, else the last one in output_dir."""
+    if not training_args.do_train:
+        return None
+    if training_args.resume_from_checkpoint is not None:
+        return training_args.resume_from_checkpoint
+    if not os.path.isdir(training_args.output_dir):
+        return None
+    last_checkpoint = get_last_checkpoint(training_args.output_dir)
+    if last_checkpoint is not None:
+        logger.info(
+            "Checkpoint detected, resuming training at %s. To train from scratch, use another "
+            "--output_dir or delete its checkpoint-* folders.",
+            last_checkpoint,
+        )
+    return last_checkpoint
+
+
+def load_tokenizer(
+    model_args: ModelArguments,
+    data: LanguageData,
+    training_args: TrainingArguments,
+    checkpoint: str | None,
+):
+    """Load, or train and save, the tokenizer; call inside `main_process_first`.
+
+    A trained tokenizer is trained by the local main process and saved in
+    `<output_dir>/tokenizer`; the other processes load that copy, and a resumed run loads the copy
+    saved in its checkpoint, so every process and every resume uses the same vocabulary.
+    """
+    hub_kwargs = model_args.hub_kwargs()
+    if model_args.byte_tokenizer:
+        tokenizer = build_tokenizer(BYTE_LEVEL)
+    elif model_args.tokenizer_name or model_args.model_name_or_path:
+        tokenizer = load_pretrained_tokenizer(
+            model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs
+        )
+    elif checkpoint is not None:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    else:
+        folder = Path(training_args.output_dir) / TOKENIZER_FOLDER_NAME
+        if training_args.local_process_index == 0:
+            tokenizer = build_tokenizer(
+                None,
+                train_sources=data.train_sources,
+                output_dir=folder,
+                vocab_size=model_args.tokenizer_vocab_size,
+                alpha=1.0 / model_args.tokenizer_temperature,
+                seed=training_args.seed,
+            )
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+    if model_args.mlm:
+        add_mask_token(tokenizer)
+    return tokenizer
+
+
+def build_task_weighting(
+    ldro_args: PretrainingLDROArguments, task_names: list[str], stream: TaskStratifiedStream | None
+) -> TaskWeighting:
+    """Build the weighting strategy; static mixing defaults |D_i| to the stream's token counts."""
+    if ldro_args.monolingual:
+        return weighting_from_arguments(
+            dataclasses.replace(ldro_args, method="static", mixing_alpha=0.0), task_names
+        )
+    needs_sizes = ldro_args.method == "static" and ldro_args.mixing_alpha > 0
+    if needs_sizes and ldro_args.dataset_sizes is None and stream is not None:
+        sizes = stream.dataset_sizes
+        unknown = [name for name, size in sizes.items() if size is None]
+        if unknown:
+            raise UsageError(f"The sizes of {unknown} are unknown (streamed data): pass --dataset_sizes.")
+        logger.info("Static mixing with the training token counts as dataset sizes: %s", sizes)
+        return weighting_from_arguments(dataclasses.replace(ldro_args, dataset_sizes=sizes), task_names)
+    return weighting_from_arguments(ldro_args, task_names)
+
+
+def write_reference_file(
+    output_dir: str, language: str, metrics: Mapping[str, Any], global_step: int
+) -> Path:
+    """Write `<output_dir>/reference.json` from the validation metrics of a monolingual run."""
+    reference = {
+        "method": MONOLINGUAL,
+        "language": language,
+        "global_step": global_step,
+        "reference_losses": {language: metrics[f"eval_{language}_loss"]},
+        "reference_perplexities": {language: metrics[f"eval_{language}_perplexity"]},
+    }
+    path = Path(output_dir) / REFERENCE_FILE_NAME
+    path.write_text(json.dumps(reference, indent=2) + "\n", encoding="utf-8")
+    logger.info("Wrote the reference loss and perplexity of %r to %s", language, path)
+    return path
+
+
+def main(args: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run pretraining and evaluation; returns the final evaluation metrics (empty without eval)."""
+    model_args, data_args, ldro_args, training_args = parse_arguments(args)
+    setup_logging(training_args)
+    logger.info("Training arguments %s", training_args)
+    logger.info("Task-weighting arguments %s", ldro_args)
+
+    data = load_language_data(data_args, ldro_args)
+    check_run(data, data_args, ldro_args, training_args)
+    task_names = list(data.task_names)
+    checkpoint = detect_last_checkpoint(training_args)
+    set_seed(training_args.seed)
+
+    with training_args.main_process_first(desc="tokenizer training and data preparation"):
+        tokenizer = load_tokenizer(model_args, data, training_args, checkpoint)
+        try:
+            train_stream = (
+                TaskStratifiedStream(
+                    data.train_sources,
+                    tokenizer,
+                    block_size=data_args.block_size,
+                    batch_size=training_args.per_device_train_batch_size,
+                    task_names=task_names,
+                    seed=training_args.seed,
+                )
+                if training_args.do_train
+                else None
+            )
+            eval_datasets = (
+                build_eval_datasets(
+                    data.validation_sources,
+                    tokenizer,
+                    data_args.block_size,
+                    task_names,
+                    max_blocks_per_language=data_args.max_eval_blocks,
+                )
+                if training_args.do_eval
+                else None
+            )
+        except DataError as error:
+            raise UsageError(str(error)) from error
+
+    weighting = build_task_weighting(ldro_args, task_names, train_stream)
+    if train_stream is not None and weighting.sampling_probabilities is not None:
+        train_stream.set_sampling_probabilities(weighting.sampling_probabilities.tolist())
+    logger.info("Task weighting %r over %s", weighting, task_names)
+
+    config = build_config(
+        tokenizer,
+        block_size=data_args.block_size,
+        mlm=model_args.mlm,
+        model_type=model_args.model_type,
+        config_name=model_args.config_name,
+        model_name_or_path=model_args.model_name_or_path,
+        config_overrides=model_args.config_overrides,
+        hub_kwargs=model_args.hub_kwargs(),
+    )
+    model = build_model(
+        config,
+        tokenizer,
+        mlm=model_args.mlm,
+        model_name_or_path=model_args.model_name_or_path,
+        hub_kwargs=model_args.hub_kwargs(),
+    )
+    data_collator = (
+        DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=model_args.mlm_probability)
+        if model_args.mlm
+        else default_data_collator
+    )
+
+    trainer = LDROTrainer(
+        model=model,
+        args=training_args,
+        weighting=weighting,
+        ldro_args=ldro_args,
+        reference_perplexities=ldro_args.reference_perplexities,
+        train_dataset=train_stream,
+        eval_dataset=eval_datasets,
+        processing_class=tokenizer,
+        data_collator=data_collator,
+    )
+
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        train_metrics = dict(train_result.metrics)
+        train_metrics["train_samples"] = (
+            trainer.state.global_step
+            * training_args.per_device_train_batch_size
+            * training_args.gradient_accumulation_steps
+            * training_args.world_size
+        )
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+
+    eval_metrics: dict[str, Any] = {}
+    if training_args.do_eval:
+        logger.info("*** Evaluate ***")
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        if ldro_args.monolingual and trainer.is_world_process_zero():
+            write_reference_file(training_args.output_dir, task_names[0], eval_metrics, trainer.state.global_step)
+
+    card_kwargs = {
+        "language": task_names,
+        "tags": ["hf_ldro", ldro_args.method, "masked-lm" if model_args.mlm else "causal-lm"],
+        "tasks": "fill-mask" if model_args.mlm else "text-generation",
+    }
+    dataset_name = {"demo": "chatterbot-corpus", "hub": data_args.mc4_dataset}.get(data.origin)
+    if dataset_name is not None:
+        card_kwargs["dataset"] = dataset_name
+    if model_args.model_name_or_path:
+        card_kwargs["finetuned_from"] = model_args.model_name_or_path
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card_kwargs)
+    else:
+        trainer.create_model_card(**card_kwargs)
+
+    if eval_metrics and trainer.is_world_process_zero():
+        print(f"\nPer-language validation perplexity ({ldro_args.method}, step {trainer.state.global_step}):")
+        print(perplexity_table(eval_metrics))
+    return eval_metrics
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as error:
+        sys.exit(f"run_mlm_ldro.py: error: {error}")
