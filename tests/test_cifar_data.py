@@ -94,7 +94,7 @@ def test_pickle_reader_round_trip(tmp_path):
     np.testing.assert_array_equal(row["pixel_values"], expected_image)
     task, rank = cifar100_task_and_rank(raw[b"fine_labels"][3])
     assert int(row["task_ids"]) == task
-    assert int(row["labels"]) == rank
+    assert int(row["labels"]) == 5 * task + rank
 
 
 def test_missing_folder_error(tmp_path):
@@ -204,9 +204,10 @@ def test_real_images_map_through_hub_schema():
     taxonomy = cifar100_taxonomy()
     for index, row in enumerate(rows):
         example = multitask[index]
-        task, rank = int(example["task_ids"]), int(example["labels"])
+        task, label = int(example["task_ids"]), int(example["labels"])
         assert taxonomy.task_names[task] == row["coarse_name"], row["file"]
-        assert taxonomy.class_names[task][rank] == row["fine_name"], row["file"]
+        assert label // 5 == task, row["file"]
+        assert taxonomy.class_names[task][label % 5] == row["fine_name"], row["file"]
         assert example["pixel_values"].shape == (32, 32, 3)
 
 
@@ -275,7 +276,9 @@ def test_image_folder_reads_zip_members(tmp_path):
     assert len(train) == 5
     assert len(test) == 2
     assert train[0]["pixel_values"].shape == (8, 8, 1)
-    assert [int(test[i]["labels"]) for i in range(2)] == [0, 2]
+    # alpha: x=0, y=1; beta: p=2, q=3, r=4.
+    assert [int(test[i]["labels"]) for i in range(2)] == [0, 4]
+    assert [int(test[i]["task_ids"]) for i in range(2)] == [0, 1]
 
 
 def test_image_folder_unknown_test_label(tmp_path):

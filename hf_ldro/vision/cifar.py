@@ -5,7 +5,7 @@ Both sources first give a `datasets.Dataset` with the Hub schema (`img`, `fine_l
 the rest of the package:
 
     pixel_values: the image (height, width, channels), uint8
-    labels: rank of the fine class within its superclass (0..4)
+    labels: class index 5 * superclass + rank of the fine class within its superclass (0..99)
     task_ids: superclass id (0..19)
 
 The official pickles (Python pickles written with `encoding="bytes"` keys) contain:
@@ -168,9 +168,10 @@ def cifar100_to_multitask(dataset: datasets.Dataset, source: str) -> datasets.Da
             f"({CIFAR100_COARSE_LABEL_NAMES[expected_coarse[row]]})."
         )
 
-    ranks = np.asarray(CIFAR100_FINE_TO_RANK)[fine]
+    # Five classes per superclass: the task-major class index is 5 * superclass + rank.
+    labels = 5 * coarse + np.asarray(CIFAR100_FINE_TO_RANK)[fine]
     multitask = dataset.select_columns(["img"]).rename_column("img", "pixel_values")
-    multitask = multitask.add_column("labels", ranks.tolist()).add_column("task_ids", coarse.tolist())
+    multitask = multitask.add_column("labels", labels.tolist()).add_column("task_ids", coarse.tolist())
     return multitask.with_format("numpy")
 
 

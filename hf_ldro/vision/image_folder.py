@@ -177,7 +177,8 @@ def load_image_folder(
 
     Returns:
         (train, test, taxonomy); the datasets have columns pixel_values (H, W, C uint8),
-        labels (rank within the task) and task_ids.
+        labels (class index, numbered task by task: class offset of the task + rank within it)
+        and task_ids.
     """
     index_csv = Path(index_csv)
     train_rows, test_rows = _read_index(index_csv, layout)
@@ -186,13 +187,13 @@ def load_image_folder(
     for row in train_rows:
         task_to_labels[row.task].add(row.label)
     taxonomy = TaskTaxonomy.from_labels(task_to_labels)
-    rank_of = {
-        (task, label): rank
-        for task, labels in zip(taxonomy.task_names, taxonomy.class_names)
+    class_index = {
+        (task, label): offset + rank
+        for task, labels, offset in zip(taxonomy.task_names, taxonomy.class_names, taxonomy.class_offsets)
         for rank, label in enumerate(labels)
     }
     for row in test_rows:
-        if (row.task, row.label) not in rank_of:
+        if (row.task, row.label) not in class_index:
             raise ValueError(
                 f"{index_csv}, line {row.line}: test image of task {row.task!r} has label {row.label!r}, "
                 "which no training image has; every test class needs training images."
@@ -212,7 +213,7 @@ def load_image_folder(
                         f"earlier images have {images[0].shape}; set an image size to resize them all."
                     )
                 images.append(array)
-                labels.append(rank_of[(row.task, row.label)])
+                labels.append(class_index[(row.task, row.label)])
                 task_ids.append(taxonomy.task_id(row.task))
             features = datasets.Features(
                 {

@@ -10,12 +10,14 @@ layers of width `hidden_size`, then the output layer.
 Output layers:
     shared: one linear layer and one softmax over the classes of all tasks (the paper's choice:
         "a shared softmax layer across all tasks, i.e. across all 100 classes").
-    per_task: one linear layer per task over that task's classes only.
+    per_task: one linear layer per task; an example's softmax runs over its own task's classes.
 
-Either way `logits` has one column per class of the taxonomy in task-major order (task t owns
-columns `class_offsets[t] : class_offsets[t] + num_classes_per_task[t]`). With per-task heads the
-columns of the other tasks hold the dtype's minimum, so a softmax over all columns equals the
-softmax over the example's own task.
+Classes are numbered task by task: task t owns class indices (and logit columns)
+`class_offsets[t] : class_offsets[t] + num_classes_per_task[t]`, so a label is
+`class_offsets[task] + rank` and names its task too. The model therefore needs no task ids: with
+per-task heads, `logits` holds every head's scores side by side and the loss restricts the softmax
+to the slice of the label's task. On CIFAR-100 (20 tasks of 5 classes) the label of a fine class is
+5 * superclass + its rank within the superclass.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class MultitaskCNNConfig(PreTrainedConfig):
     """
 
     model_type = "hf_ldro_multitask_cnn"
+    # Outputs the Trainer's evaluation loop leaves out of the gathered predictions.
+    keys_to_ignore_at_inference = ["per_example_loss"]
 
     def __init__(
         self,
@@ -143,22 +147,19 @@ class MultitaskCNN(PreTrainedModel):
     Inputs:
         pixel_values: (batch, channels, height, width) floats in [0, 1]; the model normalises
             them with `config.image_mean` / `config.image_std`.
-        task_ids: (batch,) task id of each example; required for per-task heads and for the loss.
-        labels: (batch,) class rank of each example *within its task* (0 .. n_task - 1).
+        labels: (batch,) class index of each example in the task-major numbering.
 
     Example:
         >>> config = MultitaskCNNConfig.from_preset("small", num_classes_per_task=[5, 5])
         >>> model = MultitaskCNN(config)
-        >>> out = model(torch.rand(2, 3, 32, 32), task_ids=torch.tensor([0, 1]), labels=torch.tensor([4, 0]))
-        >>> tuple(out.logits.shape), out.per_example_loss.shape[0]
-        ((2, 10), 2)
+        >>> out = model(torch.rand(2, 3, 32, 32), labels=torch.tensor([4, 5]))
+        >>> tuple(out.logits.shape), tuple(out.per_example_loss.shape)
+        ((2, 10), (2,))
     """
 
     config_class = MultitaskCNNConfig
     base_model_prefix = "cnn"
     main_input_name = "pixel_values"
-    # The Trainer's evaluation loop gathers every output except these as predictions.
-    _keys_to_ignore_at_inference = ["per_example_loss"]
 
     def __init__(self, config: MultitaskCNNConfig):
         super().__init__(config)
@@ -185,9 +186,9 @@ class MultitaskCNN(PreTrainedModel):
             self.classifier = nn.Linear(width, config.num_classes)
         else:
             self.task_heads = nn.ModuleList(nn.Linear(width, n) for n in config.num_classes_per_task)
-
-        # The normalisation constants and class offsets are rebuilt from the config at each call
-        # rather than kept as buffers: from_pretrained leaves non-persistent buffers uninitialised.
+        # The normalisation constants and the class-to-task map are rebuilt from the config at
+        # each call rather than kept as buffers: from_pretrained leaves non-persistent buffers
+        # uninitialised.
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -219,58 +220,52 @@ class MultitaskCNN(PreTrainedModel):
         pooled = self.convs(normalised).mean(dim=(2, 3))
         return self.mlp(pooled)
 
-    def compute_logits(self, features: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
-        if self.config.head == "shared":
-            return self.classifier(features)
-        if task_ids is None:
-            raise ValueError("A per-task head needs task_ids: pass one task id per example.")
-        logits = features.new_full((features.shape[0], self.config.num_classes), torch.finfo(features.dtype).min)
-        for task_id in torch.unique(task_ids).tolist():
-            rows = (task_ids == task_id).nonzero(as_tuple=True)[0]
-            start = self.config.class_offsets[task_id]
-            stop = start + self.config.num_classes_per_task[task_id]
-            logits[rows, start:stop] = self.task_heads[task_id](features[rows])
-        return logits
+    def task_of_class(self, device: torch.device | None = None) -> torch.Tensor:
+        """Return the (num_classes,) task id of every class index."""
+        return torch.repeat_interleave(
+            torch.arange(len(self.config.num_classes_per_task), device=device),
+            torch.tensor(self.config.num_classes_per_task, device=device),
+        )
 
     def forward(
         self,
         pixel_values: torch.Tensor,
-        task_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> MultitaskClassifierOutput | tuple:
-        if task_ids is not None:
-            self._check_task_ids(task_ids)
-        logits = self.compute_logits(self.extract_features(pixel_values), task_ids)
+        features = self.extract_features(pixel_values)
+        if self.config.head == "shared":
+            logits = self.classifier(features)
+        else:
+            logits = torch.cat([head(features) for head in self.task_heads], dim=1)
 
         loss = per_example_loss = None
         if labels is not None:
-            if task_ids is None:
-                raise ValueError("labels are ranks within each task: pass task_ids with labels.")
-            self._check_labels(labels, task_ids)
-            offsets = torch.tensor(self.config.class_offsets, device=labels.device)
-            targets = offsets[task_ids] + labels
-            per_example_loss = nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+            per_example_loss = self.per_example_loss(logits, labels)
             loss = per_example_loss.mean()
 
         output = MultitaskClassifierOutput(loss=loss, logits=logits, per_example_loss=per_example_loss)
         use_dict = self.config.return_dict if return_dict is None else return_dict
         return output if use_dict else output.to_tuple()
 
-    def _check_task_ids(self, task_ids: torch.Tensor) -> None:
-        num_tasks = len(self.config.num_classes_per_task)
-        bad = task_ids[(task_ids < 0) | (task_ids >= num_tasks)]
-        if bad.numel():
-            raise ValueError(f"task id {int(bad[0])} is out of range: the model has {num_tasks} tasks (ids 0..{num_tasks - 1}).")
+    def per_example_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Return the (batch,) cross-entropy of each example.
 
-    def _check_labels(self, labels: torch.Tensor, task_ids: torch.Tensor) -> None:
-        sizes = torch.tensor(self.config.num_classes_per_task, device=labels.device)[task_ids]
-        bad = ((labels < 0) | (labels >= sizes)).nonzero(as_tuple=True)[0]
-        if bad.numel():
-            row = int(bad[0])
+        Shared head: softmax over all classes. Per-task heads: softmax over the classes of the
+        label's task only.
+        """
+        labels = labels.reshape(-1).long()
+        num_classes = self.config.num_classes
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
             raise ValueError(
-                f"label {int(labels[row])} of an example of task {int(task_ids[row])} is out of range: "
-                f"that task has {int(sizes[row])} classes and labels are ranks within the task."
+                f"label {bad} is out of range: the model has {num_classes} classes (0..{num_classes - 1}), "
+                "numbered task by task (label = class offset of the task + rank within the task)."
             )
-
+        logits = logits.float()
+        if self.config.head == "per_task":
+            task_of_class = self.task_of_class(logits.device)
+            in_task = task_of_class.unsqueeze(0) == task_of_class[labels].unsqueeze(1)
+            logits = logits.masked_fill(~in_task, torch.finfo(logits.dtype).min)
+        return nn.functional.cross_entropy(logits, labels, reduction="none")

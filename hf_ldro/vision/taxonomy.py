@@ -1,9 +1,10 @@
 """Two-level label taxonomies: tasks (superclasses) and the classes of each task.
 
-A multitask image dataset here is a set of tasks, each a classification over its own classes.
-Examples carry a task id and a *rank*: the class index within the task (0 .. n_task - 1). The
-model's shared output layer orders all classes task by task, so task t owns the contiguous slice
-`class_offsets[t] : class_offsets[t] + num_classes_per_task[t]` of the logits.
+A multitask image dataset here is a set of tasks, each a classification over its own classes. A
+class's *rank* is its index within its task (0 .. n_task - 1). All classes are numbered task by
+task, so task t owns the contiguous class indices (and logit columns)
+`class_offsets[t] : class_offsets[t] + num_classes_per_task[t]`, and an example's label is
+`class_offsets[task] + rank`.
 
 The CIFAR-100 taxonomy is carried here as data (the superclass table published with the dataset
 by Krizhevsky, 2009) so that the package needs no download to map labels.
