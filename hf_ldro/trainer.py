@@ -43,7 +43,7 @@ from .weighting import NonFiniteLossError, TaskWeighting
 logger = logging.getLogger(__name__)
 
 TASK_WEIGHTING_STATE_NAME = "task_weighting.json"
-TRAIN_STREAM_STATE_PATTERN = "train_stream_state_rank{rank}.json"
+TRAIN_STREAM_STATE_PATTERN = "task_stream_state_rank{rank}.json"
 TASK_WEIGHTS_LOG_NAME = "task_weights.jsonl"
 STATE_FORMAT_VERSION = 1
 
@@ -99,10 +99,10 @@ class LDROTrainer(Trainer):
     trainer computes the per-token cross-entropy from the model's logits itself (the model is
     called without labels), sums it per task, and minimises sum_i w_i l_i with the strategy's
     weights. A strategy whose `sampling_probabilities` is not None (static mixing) trained on a
-    dataset that samples by probabilities (it has a `sampling_probabilities` attribute, as
-    `TaskStratifiedStream` does) is already applied by the sampling, so the objective is then the
-    plain token-weighted mean over the batch; on a map-style dataset the static weights are loss
-    weights.
+    dataset that samples by probabilities (its `sampling_probabilities` attribute is not None, as
+    for a `TaskStratifiedStream` in sampling mode) is already applied by the sampling, so the
+    objective is then the plain token-weighted mean over the batch; on any other dataset the
+    static weights are loss weights.
 
     Args:
         model, args, *trainer_args, **trainer_kwargs: as for `transformers.Trainer`
@@ -189,8 +189,9 @@ class LDROTrainer(Trainer):
     @property
     def applies_weights_by_sampling(self) -> bool:
         """True when the strategy's weights are applied by the training data's sampling."""
-        return self.weighting.sampling_probabilities is not None and hasattr(
-            self.train_dataset, "sampling_probabilities"
+        return (
+            self.weighting.sampling_probabilities is not None
+            and getattr(self.train_dataset, "sampling_probabilities", None) is not None
         )
 
     @property
@@ -240,7 +241,15 @@ class LDROTrainer(Trainer):
         if not self._uses_task_stream():
             return super().get_train_dataloader()
         stream = self.train_dataset
-        stream.set_distributed(self.args.process_index, self.args.world_size)
+        rank, world_size = self.args.process_index, self.args.world_size
+        if getattr(stream, "examples_yielded", 0) == 0:
+            stream.set_distributed(rank, world_size)
+        elif (stream.rank, stream.world_size) != (rank, world_size):
+            raise ValueError(
+                f"The training stream was already read as rank {stream.rank} of "
+                f"{stream.world_size}, but this process is rank {rank} of {world_size}: pass a "
+                "new stream."
+            )
         if self._pending_stream_state is not None:
             stream.load_state_dict(self._pending_stream_state)
             self._pending_stream_state = None
