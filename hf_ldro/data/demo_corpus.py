@@ -4,9 +4,8 @@
 ``conversations`` list; each conversation is a list of turns. One conversation is one document,
 its turns joined by newlines. Files are read in sorted name order and conversations in file order.
 
-Task names are the folder names ("english", "yoruba", "traditionalchinese", ...): they are stable
-across package versions and say what they are, while the corpus mixes ISO-less variants such as
-"hinglish" that have no standard code.
+Task names are the folder names ("english", "yoruba", "traditionalchinese", ...). They are stable
+across package versions and readable, and some folders (such as "hinglish") have no ISO code.
 
 Train/validation split: with n documents in a language and k = max(2, min(10, n)), document i goes
 to validation when i % k == k - 1, so every 10th conversation is held out and a language with 2 to

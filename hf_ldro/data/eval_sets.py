@@ -26,8 +26,8 @@ def build_eval_datasets(
 
     Columns: ``input_ids`` and ``labels`` (lists of ``block_size`` ints) and ``task_ids`` (the
     language's index in `task_names`, which must be the training task order). Documents are packed
-    as in training; the tokens left after the last full block form one more block, right-padded
-    with the pad token (EOS when the tokenizer has none) and labelled -100 there so the loss
+    as in training. The tokens left after the last full block form one more block, right-padded
+    with the pad token (EOS when the tokenizer has none) and labelled -100 there, so the loss
     ignores the padding. `max_blocks_per_language` keeps only the first blocks.
     """
     check_block_size(block_size)

@@ -111,7 +111,16 @@ class HubLanguageSource(LanguageSource):
         )
 
     def iter_documents(self) -> Iterator[str]:
-        dataset = self._load_streaming_dataset()
+        try:
+            dataset = self._load_streaming_dataset()
+        except ConnectionError as error:
+            raise DataError(
+                f"Could not reach {self.describe()}: {error}. Check the network (and that "
+                f"HF_HUB_OFFLINE is not set), or train from local files with the same schema "
+                f"(hub_data_files, data_dir or train_files)."
+            ) from error
+        # NOTE: every rank streams all rows and keeps its own share (document index modulo world
+        # size), so with W processes each one downloads the whole language.
         for row_index, row in enumerate(dataset):
             text = row.get(self.text_field)
             if not isinstance(text, str):

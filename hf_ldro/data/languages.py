@@ -44,10 +44,10 @@ class LanguageData:
     origin: str = "demo"
 
 
-def check_no_duplicates(what: str, names: Sequence[str]) -> None:
+def check_no_duplicates(description: str, names: Sequence[str]) -> None:
     duplicates = sorted({name for name in names if list(names).count(name) > 1})
     if duplicates:
-        raise DataError(f"Duplicate languages in {what}: {duplicates}. List each language once.")
+        raise DataError(f"Duplicate languages in {description}: {duplicates}. List each language once.")
 
 
 def select_languages(requested: Sequence[str] | None, available: Sequence[str], where: str) -> list[str]:
@@ -79,7 +79,7 @@ def find_split_file(folder: Path, split: str) -> Path | None:
     return found[0] if found else None
 
 
-def parse_file_lists(files: Sequence[str] | Mapping[str, Sequence[str | Path]], what: str) -> dict[str, list[Path]]:
+def parse_file_lists(files: Sequence[str] | Mapping[str, Sequence[str | Path]], description: str) -> dict[str, list[Path]]:
     """Parse ``["lang=path[,path...]", ...]`` or a mapping into {language: [paths]}."""
     if isinstance(files, Mapping):
         return {name: [Path(p) for p in paths] for name, paths in files.items()}
@@ -89,12 +89,12 @@ def parse_file_lists(files: Sequence[str] | Mapping[str, Sequence[str | Path]], 
         name, separator, paths = str(entry).partition("=")
         if not separator or not name.strip() or not paths.strip():
             raise DataError(
-                f"Invalid {what} entry {entry!r}: write LANG=PATH, with several files of one "
+                f"Invalid {description} entry {entry!r}: write LANG=PATH, with several files of one "
                 f"language separated by commas (eng=a.jsonl,b.jsonl)."
             )
         names.append(name.strip())
         parsed[name.strip()] = [Path(p.strip()) for p in paths.split(",") if p.strip()]
-    check_no_duplicates(what, names)
+    check_no_duplicates(description, names)
     return parsed
 
 
@@ -227,13 +227,13 @@ def load_languages(
 
     With no origin given, the chatterbot-corpus demo corpus is used.
     """
-    given = [
+    origins_given = [
         name
         for name, value in (("data_dir", data_dir), ("train_files", train_files), ("hub_languages", hub_languages))
         if value is not None
     ]
-    if len(given) > 1:
-        raise ValueError(f"Pass only one of data_dir, train_files and hub_languages (got {given}).")
+    if len(origins_given) > 1:
+        raise ValueError(f"Pass only one of data_dir, train_files and hub_languages (got {origins_given}).")
     if validation_files is not None and train_files is None:
         raise ValueError("validation_files needs train_files.")
     if data_dir is not None:

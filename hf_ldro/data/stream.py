@@ -4,7 +4,7 @@
 ``batch_size`` examples form one per-device batch, and each example comes from exactly one language
 (task). The task of each example is chosen in one of two modes:
 
-* **stratified shares** (default): a batch holds ``batch_size // N`` examples of every task, and the
+* **stratified shares** (default): a batch contains ``batch_size // N`` examples of every task, and the
   remainder ``r = batch_size % N`` goes to tasks ``(b * r + j) % N`` for ``j < r`` in batch ``b``,
   so the extra examples rotate deterministically over the tasks. When ``batch_size < N`` this means
   each batch covers ``batch_size`` consecutive tasks and the tasks rotate across batches.
@@ -52,8 +52,8 @@ STATE_FILE_TEMPLATE = "task_stream_state_rank{rank}.json"
 class LanguageCursor:
     """Read position of one language on one rank: epoch, next document index, buffered tokens.
 
-    `epoch` counts completed passes over this rank's shard of the language; `next_document` is the
-    index (in source order, over all ranks) of the next document to look at in the current epoch.
+    `epoch` counts completed passes over this rank's shard of the language. `next_document` is the
+    index, in source order over all ranks, of the next document to read in the current epoch.
     """
 
     def __init__(
@@ -231,6 +231,7 @@ class TaskStratifiedStream(IterableDataset):
         tokenize_batch_size: int = 64,
     ):
         super().__init__()
+
         self._sources = self._sources_by_name(sources)
         self.task_names = check_task_names(task_names if task_names is not None else list(self._sources))
         missing = [name for name in self.task_names if name not in self._sources]
@@ -240,10 +241,12 @@ class TaskStratifiedStream(IterableDataset):
                 f"task_names and sources must name the same languages: no source for {missing}, "
                 f"no task name for {extra}."
             )
+
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
         if tokenize_batch_size < 1:
             raise ValueError(f"tokenize_batch_size must be >= 1, got {tokenize_batch_size!r}.")
+
         self.tokenizer = tokenizer
         self.eos_id = eos_token_id(tokenizer)
         self.block_size = check_block_size(block_size)
@@ -255,12 +258,14 @@ class TaskStratifiedStream(IterableDataset):
             if sampling_probabilities is not None
             else None
         )
+
         if (rank is None) != (world_size is None):
             raise ValueError("Pass both rank and world_size, or neither (taken from torch.distributed).")
         self._rank = rank
         self._world_size = world_size
         if rank is not None:
             self._check_rank(rank, world_size)
+
         self._dataset_sizes = self._measure_sizes()
         self._cursors: list[LanguageCursor] | None = None
         self._rng: np.random.Generator | None = None
@@ -283,7 +288,7 @@ class TaskStratifiedStream(IterableDataset):
         return dict(zip(names, sources))
 
     def _measure_sizes(self) -> dict[str, float | None]:
-        """Count tokens of each countable language; check that each fills at least one block."""
+        """Count the tokens of each local language and check that each fills at least one block."""
         sizes: dict[str, float | None] = {}
         for name in self.task_names:
             source = self._sources[name]
@@ -309,7 +314,7 @@ class TaskStratifiedStream(IterableDataset):
             raise ValueError(f"Invalid rank {rank} for world_size {world_size}: need 0 <= rank < world_size.")
 
     def set_distributed(self, rank: int, world_size: int) -> None:
-        """Set this process's rank and the number of processes; call before reading the stream."""
+        """Set this process's rank and the number of processes. Call it before reading the stream."""
         self._check_rank(rank, world_size)
         if self._examples_yielded:
             raise RuntimeError(
@@ -362,7 +367,7 @@ class TaskStratifiedStream(IterableDataset):
     @property
     def dataset_sizes(self) -> dict[str, float | None]:
         """|D_i| per task: tokens counted over the whole train split (all ranks, one EOS per
-        document), or the size given to a streamed source; None for a streamed source without one."""
+        document), or the size given to a streamed source. None for a streamed source without one."""
         return dict(self._dataset_sizes)
 
     @property

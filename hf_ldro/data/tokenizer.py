@@ -77,10 +77,10 @@ def sample_training_text(
 ) -> list[str]:
     """Return a temperature-sampled mix of normalized text lines from the languages in `sources`.
 
-    The first `max_documents_per_language` documents of each language are read; language i gets a
-    share p_i of `total_characters` (default: all characters read) with p_i proportional to its
-    character count ** alpha, filled by cycling through its documents in a seeded random order.
-    Low-resource languages are therefore repeated and high-resource ones subsampled.
+    The first `max_documents_per_language` documents of each language are read. Language i gets a
+    share p_i of `total_characters` (default: all characters read), with p_i proportional to its
+    character count ** alpha. The share is filled by cycling through the language's documents in a
+    seeded random order, so low-resource languages are repeated and high-resource ones subsampled.
     """
     documents: dict[str, list[str]] = {}
     for name, source in sources.items():
@@ -103,18 +103,18 @@ def sample_training_text(
     for name, texts in documents.items():
         target = probabilities[name] * budget
         order = rng.permutation(len(texts))
-        taken = 0
+        characters_taken = 0
         position = 0
-        while taken < target:
+        while characters_taken < target:
             text = texts[order[position % len(texts)]]
             lines.append(text)
-            taken += len(text)
+            characters_taken += len(text)
             position += 1
         logger.info(
             "Tokenizer training mix: %r p=%.3f, %d characters from %d documents read.",
             name,
             probabilities[name],
-            taken,
+            characters_taken,
             len(texts),
         )
     rng.shuffle(lines)
@@ -226,7 +226,7 @@ def build_tokenizer(
     alpha: float = 0.3,
     seed: int = 0,
 ):
-    """Return the tokenizer a run asks for.
+    """Return the tokenizer that `tokenizer_name` selects.
 
     `tokenizer_name`: ``"byte-level"`` for `byte_level_tokenizer`; a Hub id or folder for
     `load_pretrained_tokenizer`; None to train a SentencePiece tokenizer on `train_sources`

@@ -1,0 +1,177 @@
+"""Bad data input raises a DataError that names the value, file and line, and the fix."""
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from hf_ldro.data import (
+    DataError,
+    HubLanguageSource,
+    TaskStratifiedStream,
+    TextFileSource,
+    byte_level_tokenizer,
+    load_languages,
+)
+
+UD_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "multilingual" / "ud"
+needs_ud = pytest.mark.skipif(not UD_DIR.is_dir(), reason=f"UD multilingual data not found at {UD_DIR}")
+
+
+def write_lines(path, lines):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+@needs_ud
+def test_unknown_language_in_data_dir():
+    with pytest.raises(DataError, match=r"Unknown languages \['xxx_Latn'\].*Available: .*eng_Latn"):
+        load_languages(data_dir=UD_DIR, languages=["eng_Latn", "xxx_Latn"])
+
+
+def test_unknown_mc4_code():
+    with pytest.raises(DataError, match=r"Unknown mC4 language code 'eng'\. Available codes: af, am"):
+        HubLanguageSource("eng", "eng")
+
+
+def test_unknown_demo_language():
+    with pytest.raises(DataError, match=r"Unknown languages \['klingon'\].*Available: bengali"):
+        load_languages(languages=["klingon"])
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(DataError, match="was not found"):
+        load_languages(data_dir=tmp_path / "nowhere")
+
+
+def test_language_folder_without_train_file(tmp_path):
+    (tmp_path / "eng").mkdir()
+    write_lines(tmp_path / "yor" / "train.jsonl", [json.dumps({"text": "x"})])
+    with pytest.raises(DataError, match=r"Language folder '.*eng' has no train file"):
+        load_languages(data_dir=tmp_path)
+
+
+def test_missing_validation_file_warns(tmp_path, caplog):
+    write_lines(tmp_path / "yor" / "train.jsonl", [json.dumps({"text": "x"})])
+    with caplog.at_level(logging.WARNING):
+        data = load_languages(data_dir=tmp_path)
+    assert data.validation_sources == {}
+    assert "'yor' has no validation file" in caplog.text
+
+
+def test_empty_file(tmp_path):
+    path = write_lines(tmp_path / "train.jsonl", ["", "   "])
+    with pytest.raises(DataError, match=r"train.jsonl' for language 'yor' contains no documents"):
+        TextFileSource("yor", [path])
+
+
+def test_missing_file_in_list(tmp_path):
+    with pytest.raises(DataError, match=r"missing.jsonl' for language 'yor' was not found"):
+        load_languages(train_files=[f"yor={tmp_path / 'missing.jsonl'}"])
+
+
+def test_invalid_json_line(tmp_path):
+    path = write_lines(tmp_path / "train.jsonl", [json.dumps({"text": "ok"}), '{"text": "broken'])
+    with pytest.raises(DataError, match=r"train.jsonl, line 2: invalid JSON"):
+        TextFileSource("yor", [path])
+
+
+def test_line_without_text_field(tmp_path):
+    path = write_lines(tmp_path / "train.jsonl", [json.dumps({"text": "ok"}), "", json.dumps({"body": "x"})])
+    with pytest.raises(DataError, match=r"line 3: missing text field 'text' \(found \['body'\]\)"):
+        TextFileSource("yor", [path])
+
+
+def test_other_text_field_accepted(tmp_path):
+    path = write_lines(tmp_path / "train.jsonl", [json.dumps({"body": "x"})])
+    assert list(TextFileSource("yor", [path], text_field="body").iter_documents()) == ["x"]
+
+
+def test_invalid_utf8_rejected(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_bytes("good line\n".encode() + b"caf\xe9 latin-1\n")
+    with pytest.raises(DataError, match=r"train.txt, line 2: invalid UTF-8 byte b'\\xe9'.*encoding_errors='replace'"):
+        TextFileSource("fra", [path])
+
+
+def test_invalid_utf8_replaced_and_counted(tmp_path, caplog):
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"caf\xe9\nok\n\xff\xfe bad\n")
+    with caplog.at_level(logging.WARNING):
+        source = TextFileSource("fra", [path], encoding_errors="replace")
+    assert list(source.iter_documents())[0] == "caf\ufffd"
+    assert "replaced invalid UTF-8 bytes with U+FFFD on 2 lines" in caplog.text
+
+
+def test_unsupported_file_type(tmp_path):
+    path = write_lines(tmp_path / "train.csv", ["a,b"])
+    with pytest.raises(DataError, match="Unsupported file type"):
+        TextFileSource("yor", [path])
+
+
+def test_language_shorter_than_one_block(tmp_path):
+    path = write_lines(tmp_path / "train.txt", ["tiny"])
+    source = TextFileSource("yor", [path])
+    with pytest.raises(DataError, match=r"'yor' has 5 tokens .* fewer than one block of block_size=64.*smaller --block_size.*drop it"):
+        TaskStratifiedStream([source], byte_level_tokenizer(), block_size=64, batch_size=1)
+
+
+def test_rank_without_documents(tmp_path):
+    path = write_lines(tmp_path / "train.txt", ["one long document " * 10])
+    stream = TaskStratifiedStream(
+        [TextFileSource("yor", [path])], byte_level_tokenizer(), 16, 1, rank=1, world_size=2
+    )
+    with pytest.raises(DataError, match="rank 1 of 2 gets none"):
+        next(iter(stream))
+
+
+@needs_ud
+def test_duplicate_languages_in_selection():
+    with pytest.raises(DataError, match=r"Duplicate languages in the language list: \['eng_Latn'\]"):
+        load_languages(data_dir=UD_DIR, languages=["eng_Latn", "yor_Latn", "eng_Latn"])
+
+
+def test_duplicate_languages_in_file_list(tmp_path):
+    path = write_lines(tmp_path / "a.txt", ["x"])
+    with pytest.raises(DataError, match=r"Duplicate languages in train files: \['yor'\]"):
+        load_languages(train_files=[f"yor={path}", f"yor={path}"])
+
+
+def test_duplicate_hub_languages():
+    with pytest.raises(DataError, match=r"Duplicate languages in the Hub languages: \['yo'\]"):
+        load_languages(hub_languages=["yo", "am", "yo"])
+
+
+def test_duplicate_sources_in_stream(tmp_path):
+    path = write_lines(tmp_path / "a.txt", ["x" * 40])
+    sources = [TextFileSource("yor", [path]), TextFileSource("yor", [path])]
+    with pytest.raises(ValueError, match="Duplicate task names"):
+        TaskStratifiedStream(sources, byte_level_tokenizer(), 8, 2)
+
+
+def test_malformed_file_list_entry(tmp_path):
+    with pytest.raises(DataError, match="write LANG=PATH"):
+        load_languages(train_files=[str(tmp_path / "a.txt")])
+
+
+def test_hub_row_without_text_field(tmp_path):
+    path = write_lines(tmp_path / "c4-yo.json", [json.dumps({"content": "x"})])
+    source = HubLanguageSource("yo", "yo", data_files=[path])
+    with pytest.raises(DataError, match=r"row 0: missing or non-string text field 'text' \(columns: \['content'\]\)"):
+        list(source.iter_documents())
+
+
+def test_bad_sampling_probabilities(tmp_path):
+    path = write_lines(tmp_path / "a.txt", ["x" * 40])
+    sources = [TextFileSource("aa", [path]), TextFileSource("bb", [path])]
+    with pytest.raises(ValueError, match="must sum to 1"):
+        TaskStratifiedStream(sources, byte_level_tokenizer(), 8, 2, sampling_probabilities=[0.5, 0.6])
+
+
+def test_unreachable_hub_explained(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = HubLanguageSource("yo", "yo")
+    with pytest.raises(DataError, match=r"Could not reach allenai/c4 config 'yo'.*hub_data_files"):
+        next(source.iter_documents())
