@@ -120,11 +120,11 @@ def test_language_shorter_than_one_block(tmp_path):
 
 def test_rank_without_documents(tmp_path):
     path = write_lines(tmp_path / "train.txt", ["one long document " * 10])
-    stream = TaskStratifiedStream(
-        [TextFileSource("yor", [path])], byte_level_tokenizer(), 16, 1, rank=1, world_size=2
-    )
+    with pytest.raises(DataError, match="'yor' has 1 documents, so rank 1 of 2 gets none"):
+        TaskStratifiedStream([TextFileSource("yor", [path])], byte_level_tokenizer(), 16, 1, rank=1, world_size=2)
+    stream = TaskStratifiedStream([TextFileSource("yor", [path])], byte_level_tokenizer(), 16, 1)
     with pytest.raises(DataError, match="rank 1 of 2 gets none"):
-        next(iter(stream))
+        stream.set_distributed(1, 2)
 
 
 @needs_ud

@@ -15,7 +15,7 @@ Sharding: document ``i`` of a language is read only by rank ``i % world_size`` (
 tokenization), so no document is read by two ranks and every document is read by one. Each rank
 builds its own stratified batches from its shards.
 
-A language that runs out starts a new epoch (logged at INFO with the epoch count); its leftover
+A language that runs out starts a new epoch, logged at INFO with the epoch count. Its leftover
 tokens carry over into the next epoch's first block, so no token is dropped or read twice within an
 epoch. `state_dict` captures every language's epoch, next document index and buffered tokens plus
 the task-selection state; a stream restored with `load_state_dict` yields exactly the examples the
@@ -265,6 +265,7 @@ class TaskStratifiedStream(IterableDataset):
         self._world_size = world_size
         if rank is not None:
             self._check_rank(rank, world_size)
+            self._check_documents_per_rank()
 
         self._dataset_sizes = self._measure_sizes()
         self._cursors: list[LanguageCursor] | None = None
@@ -313,6 +314,17 @@ class TaskStratifiedStream(IterableDataset):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"Invalid rank {rank} for world_size {world_size}: need 0 <= rank < world_size.")
 
+    def _check_documents_per_rank(self) -> None:
+        """Raise a DataError if a language with a known document count has none for this rank."""
+        for name in self.task_names:
+            documents = self._sources[name].num_documents
+            if documents is not None and documents <= self._rank:
+                raise DataError(
+                    f"Language {name!r} has {documents} documents, so rank {self._rank} of "
+                    f"{self._world_size} gets none (document i goes to rank i % world_size): "
+                    f"add documents, use fewer processes, or drop the language."
+                )
+
     def set_distributed(self, rank: int, world_size: int) -> None:
         """Set this process's rank and the number of processes. Call it before reading the stream."""
         self._check_rank(rank, world_size)
@@ -322,6 +334,7 @@ class TaskStratifiedStream(IterableDataset):
                 f"set rank and world_size before iterating."
             )
         self._rank, self._world_size = rank, world_size
+        self._check_documents_per_rank()
         self._cursors = None
         self._rng = None
 
@@ -331,14 +344,7 @@ class TaskStratifiedStream(IterableDataset):
             return
         if self._rank is None:
             self._rank, self._world_size = default_rank_and_world_size()
-        for name in self.task_names:
-            documents = self._sources[name].num_documents
-            if documents is not None and documents <= self._rank:
-                raise DataError(
-                    f"Language {name!r} has {documents} documents, so rank {self._rank} of "
-                    f"{self._world_size} gets none (document i goes to rank i % world_size): "
-                    f"add documents, use fewer processes, or drop the language."
-                )
+            self._check_documents_per_rank()
         self._cursors = [
             LanguageCursor(
                 self._sources[name],
