@@ -52,7 +52,8 @@ from hf_ldro.data import (
 )
 from hf_ldro.metrics import perplexity_table
 from hf_ldro.modeling import add_mask_token, build_config, build_model
-from hf_ldro.trainer import LDROTrainer
+from hf_ldro.reporting import model_card_section, plot_perplexities, plot_task_weights
+from hf_ldro.trainer import TASK_WEIGHTS_LOG_NAME, LDROTrainer
 from hf_ldro.weighting import TaskWeighting
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ DEMO_LANGUAGES = ("english", "hindi", "japanese", "yoruba")
 
 REFERENCE_FILE_NAME = "reference.json"
 TOKENIZER_FOLDER_NAME = "tokenizer"
+TASK_WEIGHTS_PLOT_NAME = "task_weights.png"
+PERPLEXITY_PLOT_NAME = "perplexity.png"
+MODEL_CARD_NAME = "README.md"
 
 # Training defaults that differ from TrainingArguments' own, sized so that the first command
 # trains a small model from scratch in a few minutes. Every one can be overridden on the command
@@ -645,6 +649,47 @@ def build_task_weighting(
     return weighting_from_arguments(ldro_args, task_names)
 
 
+class PretrainingTrainer(LDROTrainer):
+    """LDROTrainer whose model card ends with the task-weighting section (method, options, weights).
+
+    Overriding `create_model_card` puts the section in the card that `push_to_hub` uploads too.
+    """
+
+    final_eval_metrics: Mapping[str, Any] | None = None
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        super().create_model_card(*args, **kwargs)
+        if not self.is_world_process_zero():
+            return
+        section = model_card_section(
+            self.ldro_args.method,
+            self.ldro_args.to_dict(),
+            self.weighting.weight_dict(),
+            self.final_eval_metrics,
+        )
+        with open(os.path.join(self.args.output_dir, MODEL_CARD_NAME), "a", encoding="utf-8") as card:
+            card.write("\n" + section)
+
+
+def write_plots(output_dir: str, eval_metrics: Mapping[str, Any]) -> list[str]:
+    """Draw task_weights.png from task_weights.jsonl and perplexity.png from the eval metrics."""
+    written = []
+    weights_log = os.path.join(output_dir, TASK_WEIGHTS_LOG_NAME)
+    if os.path.isfile(weights_log) and os.path.getsize(weights_log) > 0:
+        written.append(plot_task_weights(weights_log, os.path.join(output_dir, TASK_WEIGHTS_PLOT_NAME)))
+    else:
+        logger.warning(
+            "No %s in %s (no training log was written): %s is not drawn. Lower --logging_steps "
+            "below --max_steps to log task weights.",
+            TASK_WEIGHTS_LOG_NAME,
+            output_dir,
+            TASK_WEIGHTS_PLOT_NAME,
+        )
+    if eval_metrics:
+        written.append(plot_perplexities(eval_metrics, os.path.join(output_dir, PERPLEXITY_PLOT_NAME)))
+    return written
+
+
 def write_reference_file(
     output_dir: str, language: str, metrics: Mapping[str, Any], global_step: int
 ) -> Path:
@@ -732,7 +777,7 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
         else default_data_collator
     )
 
-    trainer = LDROTrainer(
+    trainer = PretrainingTrainer(
         model=model,
         args=training_args,
         weighting=weighting,
@@ -764,8 +809,13 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
+        trainer.final_eval_metrics = eval_metrics
         if ldro_args.monolingual and trainer.is_world_process_zero():
             write_reference_file(training_args.output_dir, task_names[0], eval_metrics, trainer.state.global_step)
+
+    if trainer.is_world_process_zero():
+        for path in write_plots(training_args.output_dir, eval_metrics):
+            logger.info("Wrote %s", path)
 
     card_kwargs = {
         "language": task_names,

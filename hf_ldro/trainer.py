@@ -323,11 +323,30 @@ class LDROTrainer(Trainer):
         """Count the labelled (predicted) tokens of each task in one micro-batch, on the device."""
         task_ids = self._task_ids_of(batch).to(self.args.device)
         labels = self._labels_of(batch).to(self.args.device)
-        if self.shift_labels:
-            labels = labels[:, 1:]
-        example_counts = (labels != IGNORE_INDEX).sum(dim=1)
+        example_counts = self.example_target_counts(labels)
         counts = torch.zeros(self.num_tasks, dtype=torch.long, device=self.args.device)
         return counts.index_add(0, task_ids, example_counts)
+
+    def example_target_counts(self, labels: torch.Tensor) -> torch.Tensor:
+        """Return the [B] number of targets of each example: its labelled (predicted) tokens.
+
+        Extension point for objectives other than language modelling; override it together with
+        `example_loss_sums` (a classifier has one target per example, see
+        `hf_ldro.vision.trainer`).
+        """
+        if self.shift_labels:
+            labels = labels[:, 1:]
+        return (labels != IGNORE_INDEX).sum(dim=1)
+
+    def example_loss_sums(self, outputs: Any, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return each example's summed loss and number of targets, both [B], from the model outputs.
+
+        Extension point for objectives other than language modelling. The model was called
+        without labels and without the task column. The default sums the token cross-entropy of
+        `outputs.logits` [B, T, V] against `labels` [B, T]; a task's loss is then
+        sum(loss sums) / sum(targets) over its examples.
+        """
+        return per_example_loss_sums(_logits_of(outputs), labels, self.shift_labels)
 
     # ---- loss ----------------------------------------------------------------------------------
 
@@ -356,9 +375,7 @@ class LDROTrainer(Trainer):
         labels = self._labels_of(model_inputs)
         del model_inputs["labels"]
         outputs = model(**model_inputs)
-        loss_sums, token_counts = per_example_loss_sums(
-            _logits_of(outputs), labels, self.shift_labels
-        )
+        loss_sums, token_counts = self.example_loss_sums(outputs, labels)
         return loss_sums, token_counts, outputs
 
     def _loss_weights(self, device: torch.device) -> torch.Tensor:
