@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import torch
 
+from .task_gradients import collect_task_gradients, select_parameters
+from .trainer import LDROTrainer
+
 
 def project_conflicting_gradients(grads: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Return the (N, d) PCGrad-projected task gradients (before summing).
@@ -66,3 +69,93 @@ def project_conflicting(
     if weights.numel() != grads.shape[0]:
         raise ValueError(f"{weights.numel()} weights for {grads.shape[0]} task gradients: pass one weight per task.")
     return weights @ projected
+
+
+class PCGradTrainer(LDROTrainer):
+    """`LDROTrainer` whose update direction is PCGrad's combination of the per-task gradients.
+
+    Each training step first runs `LDROTrainer`'s step, which records the per-task losses (for
+    the logs and the weighting strategy) and accumulates the weighted gradient. It then computes
+    every task's gradient on that task's share of the micro-batch (`collect_task_gradients`),
+    projects the shared parameters' gradients with `project_conflicting`, and replaces the
+    micro-batch's contribution to `.grad` by sum_i w_i g_i^PC, with w the strategy's weights.
+    With uniform weights (`method="static"`, `mixing_alpha=0`) this is Yu et al.'s sum divided by
+    N, so the same learning rate gives steps of the same scale as static mixing.
+
+    Parameters listed by the model's `task_specific_parameter_names()` (per-task output layers)
+    are not projected: they receive sum_i w_i g_i, which is their own task's weighted gradient.
+
+    Cost: one ordinary step plus one forward and backward per task present in the batch.
+
+    Args:
+        pcgrad_seed: seed of the random task order of the projections; default `args.seed`.
+        Everything else as for `LDROTrainer`.
+    """
+
+    def __init__(self, *args, pcgrad_seed: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        seed = self.args.seed if pcgrad_seed is None else pcgrad_seed
+        self.pcgrad_generator = torch.Generator().manual_seed(int(seed))
+        self._pcgrad_parameters: list[tuple[str, torch.nn.Parameter]] | None = None
+        self._shared_mask: torch.Tensor | None = None
+        self.conflict_count = 0
+
+    def _prepare_pcgrad(self) -> None:
+        if self._pcgrad_parameters is not None:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        self._pcgrad_parameters = select_parameters(model)
+        specific = set(getattr(model, "task_specific_parameter_names", lambda: [])())
+        unknown = specific - {name for name, _ in self._pcgrad_parameters}
+        if unknown:
+            raise ValueError(
+                f"task_specific_parameter_names() lists {sorted(unknown)}, which are not trainable "
+                "parameters of the model: return names from model.named_parameters()."
+            )
+        self._shared_mask = torch.cat(
+            [
+                torch.full((param.numel(),), name not in specific, dtype=torch.bool)
+                for name, param in self._pcgrad_parameters
+            ]
+        )
+        if not bool(self._shared_mask.any()):
+            raise ValueError("Every parameter is task-specific: PCGrad needs shared parameters to project.")
+
+    def _task_loss(self, model: torch.nn.Module, sub_batch: dict) -> torch.Tensor:
+        # Outside the weighted step, compute_loss returns the plain mean loss of the sub-batch,
+        # which holds one task's examples only: that task's loss.
+        with self.compute_loss_context_manager():
+            return self.compute_loss(model, sub_batch)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self._prepare_pcgrad()
+        params = [param for _, param in self._pcgrad_parameters]
+        accumulated = [None if param.grad is None else param.grad.detach().clone() for param in params]
+
+        loss = super().training_step(model, inputs, num_items_in_batch)
+
+        batch = self._prepare_inputs(inputs)
+        task_ids = self._task_ids_of(batch)
+        batch = {key: value for key, value in batch.items() if key != self.task_column}
+        model.train()
+        grads = collect_task_gradients(model, batch, task_ids, self.num_tasks, self._task_loss, params)
+
+        grads = grads.to(torch.float32)
+        shared = self._shared_mask.to(grads.device)
+        weights = self.weighting.weights.to(device=grads.device, dtype=torch.float32)
+        direction = weights @ grads
+        shared_grads = grads[:, shared]
+        direction[shared] = project_conflicting(shared_grads, self.pcgrad_generator, weights=weights)
+        gram = shared_grads @ shared_grads.T
+        self.conflict_count += int((torch.triu(gram, diagonal=1) < 0).sum())
+
+        # NOTE: with gradient accumulation each micro-batch is projected on its own and the
+        # directions are averaged; PCGrad is not applied to the accumulated step gradient.
+        direction /= self.args.gradient_accumulation_steps
+        offset = 0
+        for param, previous in zip(params, accumulated):
+            size = param.numel()
+            update = direction[offset : offset + size].view_as(param).to(param.dtype)
+            param.grad = update.clone() if previous is None else previous + update
+            offset += size
+        return loss
