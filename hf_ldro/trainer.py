@@ -35,6 +35,7 @@ from .reporting import append_task_weights_line, write_json_atomic
 from .task_gradients import (
     allocate_gradient_buffer,
     collect_task_gradients,
+    column_normalised_interaction,
     gradient_dimension,
     select_parameters,
 )
@@ -78,6 +79,16 @@ def infer_shift_labels(model: nn.Module, lm_objective: str = "auto") -> bool:
         f"Cannot tell whether {class_name} is a causal or a masked language model: set "
         "LDROArguments.lm_objective (or the trainer's lm_objective) to 'causal' or 'masked'."
     )
+
+
+def _interaction_matrix(grads: torch.Tensor) -> torch.Tensor:
+    """Return A_ij = g_i . g_j / ||g_j|| from per-task gradients [N, d]."""
+    try:
+        from .interaction import interaction_matrix
+    except ImportError:
+        # TODO: drop this stand-in once hf_ldro.interaction is in the package.
+        return column_normalised_interaction(grads)
+    return interaction_matrix(grads)
 
 
 def _logits_of(outputs: Any) -> torch.Tensor:
@@ -547,9 +558,7 @@ class LDROTrainer(Trainer):
             sketch=self._sketch,
             return_present=True,
         )
-        from .interaction import interaction_matrix
-
-        matrix = interaction_matrix(grads.float())
+        matrix = _interaction_matrix(grads.float())
         if not bool(present.all()):
             absent = [name for name, seen in zip(self.task_names, present.tolist()) if not seen]
             logger.info(
