@@ -51,7 +51,7 @@ from hf_ldro.data import (
     load_pretrained_tokenizer,
 )
 from hf_ldro.metrics import perplexity_table
-from hf_ldro.modeling import add_mask_token, build_config, build_model
+from hf_ldro.modeling import add_mask_token, build_config, build_model, check_config_overrides
 from hf_ldro.reporting import model_card_section, plot_perplexities, plot_task_weights
 from hf_ldro.trainer import TASK_WEIGHTS_LOG_NAME, LDROTrainer
 from hf_ldro.weighting import TaskWeighting
@@ -480,6 +480,11 @@ def parse_arguments(
             f"--method {MONOLINGUAL} writes the validation loss to {REFERENCE_FILE_NAME}: "
             "do not turn evaluation off (pass --do_eval or neither --do_train nor --do_eval)."
         )
+    if model_args.config_overrides and not model_args.config_name:
+        try:
+            check_config_overrides(model_args.config_overrides, model_args.model_type, model_args.mlm)
+        except ValueError as error:
+            raise UsageError(str(error)) from error
     if model_args.mlm and ldro_args.lm_objective == "causal":
         raise UsageError("--mlm trains a masked LM but --lm_objective is causal: drop one of them.")
     return model_args, data_args, ldro_args, training_args
@@ -615,14 +620,19 @@ def load_tokenizer(
     else:
         folder = Path(training_args.output_dir) / TOKENIZER_FOLDER_NAME
         if training_args.local_process_index == 0:
-            tokenizer = build_tokenizer(
-                None,
-                train_sources=data.train_sources,
-                output_dir=folder,
-                vocab_size=model_args.tokenizer_vocab_size,
-                alpha=1.0 / model_args.tokenizer_temperature,
-                seed=training_args.seed,
-            )
+            try:
+                tokenizer = build_tokenizer(
+                    None,
+                    train_sources=data.train_sources,
+                    output_dir=folder,
+                    vocab_size=model_args.tokenizer_vocab_size,
+                    alpha=1.0 / model_args.tokenizer_temperature,
+                    seed=training_args.seed,
+                )
+            except ValueError as error:
+                raise UsageError(
+                    f"{error} With this script: raise --tokenizer_vocab_size, or pass --byte_tokenizer."
+                ) from error
         else:
             tokenizer = AutoTokenizer.from_pretrained(folder)
     if model_args.mlm:

@@ -74,6 +74,36 @@ def _special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     return {name: value for name, value in ids.items() if value is not None}
 
 
+def apply_config_overrides(config: PretrainedConfig, config_overrides: str) -> None:
+    """Apply "field=value,..." overrides to `config`, raising a ValueError that names the fix."""
+    try:
+        config.update_from_string(config_overrides)
+    except ValueError as error:
+        raise ValueError(
+            f"Invalid --config_overrides {config_overrides!r} for a {config.model_type} config: "
+            f"{error}. Use comma-separated field=value pairs naming fields of that config."
+        ) from error
+
+
+def check_config_overrides(config_overrides: str, model_type: str | None = None, mlm: bool = False) -> None:
+    """Apply `config_overrides` to a default config of the model type, to fail before any data work.
+
+    Raises:
+        ValueError: unknown model type or an override that the config rejects.
+    """
+    model_type = model_type or default_model_type(mlm)
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(unknown_model_type_message(model_type))
+    apply_config_overrides(CONFIG_MAPPING[model_type](), config_overrides)
+
+
+def unknown_model_type_message(model_type: str) -> str:
+    return (
+        f"Unknown --model_type {model_type!r}: use a model type of transformers such as "
+        f"'{DEFAULT_CAUSAL_MODEL_TYPE}' (causal LM) or '{DEFAULT_MASKED_MODEL_TYPE}' (masked LM)."
+    )
+
+
 def build_config(
     tokenizer: PreTrainedTokenizerBase,
     *,
@@ -114,11 +144,7 @@ def build_config(
     else:
         model_type = model_type or default_model_type(mlm)
         if model_type not in CONFIG_MAPPING:
-            raise ValueError(
-                f"Unknown --model_type {model_type!r}: use a model type of transformers such as "
-                f"'{DEFAULT_CAUSAL_MODEL_TYPE}' (causal LM) or '{DEFAULT_MASKED_MODEL_TYPE}' "
-                "(masked LM)."
-            )
+            raise ValueError(unknown_model_type_message(model_type))
         config = CONFIG_MAPPING[model_type]()
         for name, value in SMALL_MODEL_SIZES.get(model_type, {}).items():
             setattr(config, name, value)
@@ -132,13 +158,7 @@ def build_config(
             config.max_position_embeddings = required_position_embeddings(config, block_size)
 
     if config_overrides:
-        try:
-            config.update_from_string(config_overrides)
-        except ValueError as error:
-            raise ValueError(
-                f"Invalid --config_overrides {config_overrides!r} for a {config.model_type} config: "
-                f"{error}. Use comma-separated field=value pairs naming fields of that config."
-            ) from error
+        apply_config_overrides(config, config_overrides)
         logger.info("Applied --config_overrides %r", config_overrides)
 
     if not from_scratch and len(tokenizer) > config.vocab_size:
