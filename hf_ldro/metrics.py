@@ -1,9 +1,9 @@
 """Token-weighted per-task losses, perplexity and relative perplexity.
 
-Conventions (Michel, Ruder & Yogatama, "Balancing Average and Worst-Case Accuracy in Multitask
-Learning"): the perplexity of a language is exp of its token-weighted mean cross-entropy over the
-whole evaluation set; the relative perplexity is (ppl - ppl_ref) / ppl_ref, with ppl_ref the
-perplexity of a reference (usually monolingual) model on the same set. Summaries report the
+Conventions follow Michel, Ruder & Yogatama, "Balancing Average and Worst-Case Accuracy in
+Multitask Learning". The perplexity of a language is exp of its token-weighted mean cross-entropy
+over the whole evaluation set. The relative perplexity is (ppl - ppl_ref) / ppl_ref, with ppl_ref
+the perplexity of a reference (usually monolingual) model on the same set. Summaries report the
 unweighted mean over languages ("avg") and the maximum ("worst"), and name the worst language.
 """
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 def write_json_atomic(path: str, payload: Any) -> None:
     """Write `payload` as JSON to `path` through a temporary file and os.replace.
 
-    A reader (or a resume after a crash) sees either the old file or the complete new one.
+    A reader (or a resume after a crash) finds either the old file or the complete new one.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

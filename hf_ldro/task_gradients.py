@@ -119,8 +119,9 @@ def collect_task_gradients(
     """Compute each task's gradient of `loss_fn` on that task's examples of `batch`.
 
     For every task present in `task_ids`, runs `loss_fn(model, sub_batch)` on the examples of that
-    task (every tensor of `batch` whose first dimension is the batch size is indexed; other values
-    pass through) and differentiates it with `torch.autograd.grad` with respect to `parameters`.
+    task and differentiates it with `torch.autograd.grad` with respect to `parameters`. The
+    sub-batch indexes every tensor of `batch` whose first dimension is the batch size, and passes
+    other values through.
     When `model` has `no_sync` (DistributedDataParallel), the forward passes run under it so DDP
     neither expects nor triggers a gradient all-reduce. Parameters that do not take part in the
     loss get a zero gradient.

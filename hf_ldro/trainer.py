@@ -109,10 +109,10 @@ class LDROTrainer(Trainer):
     Each training example carries its task index in a batch column (`task_ids` by default). The
     trainer computes the per-token cross-entropy from the model's logits itself (the model is
     called without labels), sums it per task, and minimises sum_i w_i l_i with the strategy's
-    weights. A strategy whose `sampling_probabilities` is not None (static mixing) trained on a
-    dataset that samples by probabilities (its `sampling_probabilities` attribute is not None, as
-    for a `TaskStratifiedStream` in sampling mode) is already applied by the sampling, so the
-    objective is then the plain token-weighted mean over the batch; on any other dataset the
+    weights. Static mixing (a strategy whose `sampling_probabilities` is not None) is already
+    applied by the sampling when the training dataset samples tasks by probabilities, i.e. its
+    `sampling_probabilities` attribute is not None (a `TaskStratifiedStream` in sampling mode).
+    The objective is then the plain token-weighted mean over the batch. On any other dataset the
     static weights are loss weights.
 
     Args:
@@ -243,10 +243,10 @@ class LDROTrainer(Trainer):
         """Build the training DataLoader; a task stream gets a plain per-rank DataLoader.
 
         A dataset with `set_distributed(rank, world_size)` (such as `TaskStratifiedStream`) shards
-        itself, so it is told its rank and read through a DataLoader with `num_workers=0` that is
-        not passed to `accelerator.prepare`: accelerate would otherwise shard or dispatch it again
-        and read one batch ahead, which would put the stream's saved position one batch past the
-        last trained batch. `training_step` moves the batches to the device. Any other dataset
+        itself. It receives this process's rank and is read through a DataLoader with
+        `num_workers=0` that is not passed to `accelerator.prepare`, because accelerate would shard
+        or dispatch it again and read one batch ahead. That would put the stream's saved position
+        one batch past the last trained batch. `training_step` moves the batches to the device. Any other dataset
         goes through `Trainer.get_train_dataloader`.
         """
         if not self._uses_task_stream():

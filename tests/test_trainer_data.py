@@ -1,6 +1,6 @@
 """Shared helpers for the LDROTrainer tests: real UD text, packed byte blocks, a tiny GPT-2.
 
-This module holds no tests; the test_trainer*.py files import it.
+This module contains no tests; the test_trainer*.py files import it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def language_dataset(
     """Return a datasets.Dataset of packed blocks with input_ids, labels and task_ids.
 
     With `interleave`, rows cycle through the languages, so every batch whose size is a multiple of
-    the number of languages holds each language equally often. With `masked_prefix`, row r has its
+    the number of languages contains each language equally often. With `masked_prefix`, row r has its
     first (r * 5) % BLOCK_SIZE labels set to -100, so examples have different token counts.
     """
     from datasets import Dataset

@@ -33,7 +33,7 @@ STEPS = 3
 
 
 class RecordingDRO(OnlineDRO):
-    """Online DRO that also asks for interaction matrices every 2 steps and keeps them."""
+    """Online DRO that also requests an interaction matrix every 2 steps and records each one."""
 
     requires_interaction = True
     interaction_interval = 2
