@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import datasets
+import torch
 import transformers
 from transformers import (
     AutoTokenizer,
@@ -436,6 +437,19 @@ def require_references(kind: str, values: Mapping[str, float] | None, languages:
         )
 
 
+def launched_world_size() -> int:
+    """Return the number of processes a launcher (torchrun, accelerate launch) started; 1 without one."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def accelerator_available() -> bool:
+    """Return whether torch sees an accelerator (CUDA, XPU, MPS, ...)."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return accelerator.is_available()
+    return torch.cuda.is_available()
+
+
 def parse_arguments(
     args: Sequence[str] | None = None,
 ) -> tuple[ModelArguments, DataTrainingArguments, PretrainingLDROArguments, TrainingArguments]:
@@ -448,7 +462,12 @@ def parse_arguments(
     parser = HfArgumentParser(
         (ModelArguments, DataTrainingArguments, PretrainingLDROArguments, TrainingArguments)
     )
-    parser.set_defaults(**SCRIPT_TRAINING_DEFAULTS)
+    defaults = dict(SCRIPT_TRAINING_DEFAULTS)
+    if launched_world_size() > 1 and not accelerator_available():
+        # transformers 5 runs each process of a CPU-only torchrun launch as its own one-process
+        # job (same data, same output folder) unless use_cpu is set.
+        defaults["use_cpu"] = True
+    parser.set_defaults(**defaults)
     try:
         if len(args) == 1 and args[0].endswith(".json"):
             config_path = Path(args[0])
@@ -458,7 +477,7 @@ def parse_arguments(
                 config = json.loads(config_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as error:
                 raise UsageError(f"Config file {config_path} is not valid JSON: {error}.") from error
-            parsed = parser.parse_dict({**SCRIPT_TRAINING_DEFAULTS, **config})
+            parsed = parser.parse_dict({**defaults, **config})
         else:
             parsed = parser.parse_args_into_dataclasses(args=args)
     except UsageError:
@@ -467,6 +486,15 @@ def parse_arguments(
         raise UsageError(str(error)) from error
     model_args, data_args, ldro_args, training_args = parsed
 
+    # Reading the device sets up the process group, so world_size below is the Trainer's.
+    training_args.device  # noqa: B018
+    expected_world_size = launched_world_size()
+    if training_args.world_size != expected_world_size:
+        raise UsageError(
+            f"The launcher started {expected_world_size} processes (WORLD_SIZE) but the Trainer "
+            f"sees {training_args.world_size}, so each process would train alone on the same data. "
+            "On a machine without GPU pass --use_cpu true."
+        )
     if not training_args.do_train and not training_args.do_eval:
         training_args.do_train = True
         training_args.do_eval = True
