@@ -312,3 +312,24 @@ def test_evaluation_loss_is_token_weighted(tmp_path):
 
     assert metrics["eval_yor_Latn_loss"] == pytest.approx(token_weighted, rel=1e-5)
     assert abs(token_weighted - mean_of_batch_means) > 1e-4
+
+
+def test_evaluation_during_training_selects_best(tmp_path, train_dataset):
+    trainer = LDROTrainer(
+        tiny_gpt2(),
+        training_arguments(
+            tmp_path, eval_strategy="steps", eval_steps=3, save_strategy="steps", save_steps=3,
+            load_best_model_at_end=True, metric_for_best_model="worst_perplexity",
+            greater_is_better=False,
+        ),
+        data_collator=default_data_collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_datasets(LANGUAGES[:2]),
+        ldro_args=LDROArguments(method="dro"),
+        task_names=LANGUAGES,
+    )
+    trainer.train()
+    evaluations = [entry for entry in trainer.state.log_history if "eval_worst_perplexity" in entry]
+
+    assert [entry["step"] for entry in evaluations] == [3, 6]
+    assert trainer.state.best_metric == min(entry["eval_worst_perplexity"] for entry in evaluations)
