@@ -67,3 +67,25 @@ def test_weights_scale_projected_gradients():
 def test_wrong_weight_count_rejected():
     with pytest.raises(ValueError, match="3 weights for 2"):
         project_conflicting(torch.eye(2), _generator(), weights=torch.ones(3))
+
+
+def _naive_pcgrad(grads, generator):
+    """Yu et al.'s loop, written directly on the gradient vectors."""
+    projected = grads.clone().double()
+    original = grads.double()
+    for i in range(len(grads)):
+        for j in torch.randperm(len(grads), generator=generator).tolist():
+            if j == i or float(original[j] @ original[j]) == 0:
+                continue
+            dot = projected[i] @ original[j]
+            if dot < 0:
+                projected[i] -= dot / (original[j] @ original[j]) * original[j]
+    return projected
+
+
+def test_matches_direct_loop_on_random_gradients():
+    grads = torch.randn(7, 50, generator=_generator(3), dtype=torch.float64)
+    expected = _naive_pcgrad(grads, _generator(11))
+    projected = project_conflicting_gradients(grads, _generator(11))
+    torch.testing.assert_close(projected, expected)
+    torch.testing.assert_close(project_conflicting(grads, _generator(11)), expected.sum(0))
