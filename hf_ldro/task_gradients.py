@@ -115,6 +115,7 @@ def collect_task_gradients(
     buffer: torch.Tensor | None = None,
     sketch: Sketch | None = None,
     return_present: bool = False,
+    average_over_ranks: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Compute each task's gradient of `loss_fn` on that task's examples of `batch`.
 
@@ -126,9 +127,12 @@ def collect_task_gradients(
     neither expects nor triggers a gradient all-reduce. Parameters that do not take part in the
     loss get a zero gradient.
 
-    With several ranks, rows are summed over ranks and divided by the number of ranks on which the
-    task was present, so every rank returns the same matrix. With a `sketch`, each flat gradient is
-    projected before the all-reduce, so the traffic is N x r instead of N x d.
+    With several ranks, rows are summed over ranks and, with `average_over_ranks`, divided by the
+    number of ranks on which the task was present, so every rank returns the same matrix. A
+    `loss_fn` that divides each task's loss sum by the task's token count over all ranks passes
+    `average_over_ranks=False`: the summed row is then exactly the gradient of the task's mean
+    loss over the global batch. With a `sketch`, each flat gradient is projected before the
+    all-reduce, so the traffic is N x r instead of N x d.
 
     Args:
         model: the (possibly DDP-wrapped) model, in the mode the caller wants (usually train).
@@ -142,6 +146,8 @@ def collect_task_gradients(
             device set those of the result. Default a new float32 buffer on the parameters' device.
         sketch: optional object with `dim_out` and `project(flat[d]) -> [r]`.
         return_present: also return the bool [N] mask of tasks present on at least one rank.
+        average_over_ranks: divide each summed row by the number of ranks where the task is
+            present (True) or keep the sum over ranks (False).
 
     Returns:
         The [N, d] or [N, r] gradient matrix (rows of absent tasks are zero), and with
@@ -192,7 +198,8 @@ def collect_task_gradients(
 
     _all_reduce_rows(buffer, param_device)
     all_reduce_sum(present)
-    buffer.div_(present.clamp_min(1.0).to(buffer.device, buffer.dtype).unsqueeze(1))
+    if average_over_ranks:
+        buffer.div_(present.clamp_min(1.0).to(buffer.device, buffer.dtype).unsqueeze(1))
     if return_present:
         return buffer, present > 0
     return buffer

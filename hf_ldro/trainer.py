@@ -507,10 +507,22 @@ class LDROTrainer(Trainer):
         interval = max(1, int(getattr(self.weighting, "interaction_interval", 0) or 1))
         return step % interval == 0 and self._interaction_refreshed_at != step
 
-    def _task_mean_loss(self, model: nn.Module, sub_batch: Mapping[str, Any]) -> torch.Tensor:
-        with self.compute_loss_context_manager():
-            loss_sums, token_counts, _ = self._forward_loss_sums(model, sub_batch)
-        return loss_sums.sum() / token_counts.sum().clamp_min(1)
+    def _global_task_loss_fn(self, global_token_counts: torch.Tensor):
+        """Return a loss function that divides a task's loss sum by its token count on all ranks.
+
+        Summed over ranks, the gradients of these losses are exactly the gradients of each task's
+        token-weighted mean over the global micro-batch, as one process would compute them.
+        """
+
+        def task_loss(model: nn.Module, sub_batch: Mapping[str, Any]) -> torch.Tensor:
+            # Every example of the sub-batch has the same task id; indexing with a tensor keeps
+            # the count on the device.
+            task = sub_batch[self.task_column][0]
+            with self.compute_loss_context_manager():
+                loss_sums, _, _ = self._forward_loss_sums(model, sub_batch)
+            return loss_sums.sum() / global_token_counts[task].clamp_min(1)
+
+        return task_loss
 
     def _prepare_interaction(self) -> None:
         if self._interaction_parameters is not None:
@@ -545,18 +557,21 @@ class LDROTrainer(Trainer):
         self._prepare_interaction()
         batch = self._to_device(inputs)
         task_ids = self._task_ids_of(batch)
-        batch.pop(self.task_column)
+        # The task column stays in the batch: each task's sub-batch carries its task id to the
+        # loss function, and _forward_loss_sums drops it before calling the model.
+        global_token_counts = all_reduce_sum(self._task_token_counts(batch))
         model.train()
         grads, present = collect_task_gradients(
             model,
             batch,
             task_ids,
             self.num_tasks,
-            self._task_mean_loss,
+            self._global_task_loss_fn(global_token_counts),
             self._interaction_parameters,
             buffer=self._gradient_buffer,
             sketch=self._sketch,
             return_present=True,
+            average_over_ranks=False,
         )
         matrix = _interaction_matrix(grads.float())
         if not bool(present.all()):
