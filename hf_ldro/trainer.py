@@ -178,8 +178,9 @@ class LDROTrainer(Trainer):
         self._weighted_loss_active = False
         self._step_token_counts: torch.Tensor | None = None
         num_tasks = len(self.task_names)
-        self._observed_sums = torch.zeros(num_tasks, dtype=torch.float64)
-        self._observed_counts = torch.zeros(num_tasks, dtype=torch.float64)
+        # Per-step statistics stay on the training device, so micro-batches never sync with the host.
+        self._observed_sums = torch.zeros(num_tasks, dtype=self._statistics_dtype, device=self.args.device)
+        self._observed_counts = torch.zeros(num_tasks, dtype=self._statistics_dtype, device=self.args.device)
         self._interval_sums = torch.zeros(num_tasks, dtype=torch.float64)
         self._interval_counts = torch.zeros(num_tasks, dtype=torch.float64)
         self.consecutive_nonfinite_steps = 0
@@ -196,6 +197,11 @@ class LDROTrainer(Trainer):
     @property
     def num_tasks(self) -> int:
         return len(self.task_names)
+
+    @property
+    def _statistics_dtype(self) -> torch.dtype:
+        # Loss sums over many tokens need float64, which MPS devices do not support.
+        return torch.float32 if self.args.device.type == "mps" else torch.float64
 
     @property
     def applies_weights_by_sampling(self) -> bool:
@@ -284,8 +290,11 @@ class LDROTrainer(Trainer):
             for key, value in batch.items()
         }
 
-    def _task_ids_of(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Return the batch's [B] task ids, raising a ValueError that explains what is wrong."""
+    def _task_ids_of(self, batch: Mapping[str, Any], check_range: bool = True) -> torch.Tensor:
+        """Return the batch's [B] task ids, raising a ValueError that explains what is wrong.
+
+        `check_range=False` skips the range check, which reads the ids on the host.
+        """
         if self.task_column not in batch:
             raise ValueError(
                 f"The training batch has no {self.task_column!r} column (it has "
@@ -310,7 +319,7 @@ class LDROTrainer(Trainer):
             raise ValueError(
                 f"Column {self.task_column!r} must hold integer task indices, got {task_ids.dtype}."
             )
-        if task_ids.numel():
+        if check_range and task_ids.numel():
             low, high = int(task_ids.min()), int(task_ids.max())
             if low < 0 or high >= self.num_tasks:
                 bad = low if low < 0 else high
@@ -409,12 +418,14 @@ class LDROTrainer(Trainer):
             loss = loss_sums.sum() / token_counts.sum().clamp_min(1)
             return (loss, outputs) if return_outputs else loss
 
-        task_ids = self._task_ids_of(inputs).to(loss_sums.device)
+        # get_batch_samples already checked the task ids of this step's micro-batches.
+        task_ids = self._task_ids_of(inputs, check_range=self._step_token_counts is None)
+        task_ids = task_ids.to(loss_sums.device)
         task_loss_sums, task_token_counts = per_task_sums(
             loss_sums, token_counts, task_ids, self.num_tasks
         )
-        self._observed_sums += task_loss_sums.detach().double().cpu()
-        self._observed_counts += task_token_counts.double().cpu()
+        self._observed_sums += task_loss_sums.detach().to(self._statistics_dtype)
+        self._observed_counts += task_token_counts.to(self._statistics_dtype)
 
         step_counts = self._step_token_counts
         if step_counts is None:
@@ -455,8 +466,8 @@ class LDROTrainer(Trainer):
         `ldro_args.max_consecutive_nonfinite` such steps in a row, training stops with
         `NonFiniteTaskLossError`.
         """
-        statistics = torch.cat([self._observed_sums, self._observed_counts]).to(self.args.device)
-        statistics = all_reduce_sum(statistics).cpu()
+        statistics = all_reduce_sum(torch.cat([self._observed_sums, self._observed_counts]))
+        statistics = statistics.cpu().double()
         sums, counts = statistics[: self.num_tasks], statistics[self.num_tasks :]
         self._observed_sums.zero_()
         self._observed_counts.zero_()
@@ -681,7 +692,7 @@ class LDROTrainer(Trainer):
         model = self.model_wrapped
         was_training = model.training
         model.eval()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.args.device)
+        loss_sum = torch.zeros((), dtype=self._statistics_dtype, device=self.args.device)
         token_count = torch.zeros((), dtype=torch.long, device=self.args.device)
         num_examples = 0
         with torch.no_grad():
@@ -692,7 +703,7 @@ class LDROTrainer(Trainer):
                 # gather_for_metrics drops the examples that accelerate duplicates to even out
                 # the last batch across ranks, so no token is counted twice.
                 example_sums, example_counts = self.accelerator.gather_for_metrics(
-                    (example_sums.double(), example_counts)
+                    (example_sums.to(self._statistics_dtype), example_counts)
                 )
                 loss_sum += example_sums.sum()
                 token_count += example_counts.sum()
