@@ -18,6 +18,7 @@ for baselined DRO and relative perplexity. See docs/run_mlm.md.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -328,9 +329,13 @@ class PretrainingLDROArguments(LDROArguments):
     )
 
     def __post_init__(self) -> None:
-        self.reference_losses = merge_reference_sources("losses", self.reference_losses)
+        # {reference file: vocabulary fingerprint of the tokenizer it was measured with}
+        self.reference_tokenizers: dict[str, str] = {}
+        self.reference_losses = merge_reference_sources(
+            "losses", self.reference_losses, self.reference_tokenizers
+        )
         self.reference_perplexities = merge_reference_sources(
-            "perplexities", self.reference_perplexities
+            "perplexities", self.reference_perplexities, self.reference_tokenizers
         )
         if self.reference_perplexities is None and self.reference_losses is not None:
             self.reference_perplexities = {
@@ -350,12 +355,18 @@ class PretrainingLDROArguments(LDROArguments):
         return self.method == MONOLINGUAL
 
 
-def read_reference_source(kind: str, source: str | Mapping[str, Any]) -> tuple[dict[str, float], str]:
-    """Read one reference source into {language: value}; returns it with a description for errors.
+def read_reference_source(
+    kind: str, source: str | Mapping[str, Any]
+) -> tuple[dict[str, float], str, str | None]:
+    """Read one reference source into {language: value}.
 
     A source is a mapping, an inline JSON object, or a JSON file holding either a mapping
     {language: value} or a `reference.json` written by a monolingual run (whose
     `reference_<kind>` entry is used).
+
+    Returns:
+        (values, description of the source for messages, vocabulary fingerprint of the tokenizer
+        recorded in a reference.json or None).
     """
     flag = f"--reference_{kind}"
     if isinstance(source, Mapping):
@@ -380,6 +391,7 @@ def read_reference_source(kind: str, source: str | Mapping[str, Any]) -> tuple[d
             raise UsageError(f"{flag}: {origin} is not valid JSON: {error}.") from error
     if not isinstance(content, dict):
         raise UsageError(f"{origin} must hold a JSON object {{lang: value}}, got {type(content).__name__}.")
+    fingerprint = content.get("tokenizer_fingerprint")
     content = content.get(f"reference_{kind}", content)
     if not isinstance(content, dict):
         raise UsageError(f"{origin}: reference_{kind} must be a JSON object {{lang: value}}.")
@@ -393,13 +405,18 @@ def read_reference_source(kind: str, source: str | Mapping[str, Any]) -> tuple[d
         if value < 0 or (kind == "perplexities" and value <= 0):
             raise UsageError(f"{origin}: the reference value of {language!r} is {value}; expected > 0.")
         values[str(language)] = float(value)
-    return values, origin
+    return values, origin, fingerprint
 
 
 def merge_reference_sources(
-    kind: str, sources: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None
+    kind: str,
+    sources: str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]] | None,
+    fingerprints: dict[str, str] | None = None,
 ) -> dict[str, float] | None:
     """Merge reference `kind` ("losses" or "perplexities") from several sources over languages.
+
+    `fingerprints`, when given, receives {source: tokenizer vocabulary fingerprint} for the
+    reference.json files that record one.
 
     Raises:
         UsageError: a source is missing or invalid, or two sources give different values for one
@@ -412,7 +429,9 @@ def merge_reference_sources(
     merged: dict[str, float] = {}
     origins: dict[str, str] = {}
     for source in sources:
-        values, origin = read_reference_source(kind, source)
+        values, origin, fingerprint = read_reference_source(kind, source)
+        if fingerprint is not None and fingerprints is not None:
+            fingerprints[origin] = fingerprint
         for language, value in values.items():
             if language in merged and not math.isclose(merged[language], value, rel_tol=1e-9):
                 raise UsageError(
@@ -422,6 +441,30 @@ def merge_reference_sources(
             merged[language] = value
             origins[language] = origin
     return merged
+
+
+def vocabulary_fingerprint(tokenizer) -> str:
+    """Return a short SHA-256 of the tokenizer's vocabulary (token -> id), to tell tokenizers apart."""
+    vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
+    encoded = json.dumps(vocabulary, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def check_reference_tokenizers(reference_tokenizers: Mapping[str, str], tokenizer) -> None:
+    """Raise a UsageError when a reference was measured with another tokenizer than this run's.
+
+    Losses in nats per token, and the perplexities derived from them, are only comparable over
+    the same vocabulary.
+    """
+    current = vocabulary_fingerprint(tokenizer)
+    for origin, fingerprint in reference_tokenizers.items():
+        if fingerprint != current:
+            raise UsageError(
+                f"{origin} was measured with another tokenizer (vocabulary {fingerprint}) than "
+                f"this run's ({current}), so its losses and perplexities are not comparable. Use "
+                "the same tokenizer in both runs: --byte_tokenizer, or --tokenizer_name with the "
+                f"{TOKENIZER_FOLDER_NAME} folder of the first run."
+            )
 
 
 def require_references(kind: str, values: Mapping[str, float] | None, languages: Sequence[str]) -> None:
@@ -729,13 +772,15 @@ def write_plots(output_dir: str, eval_metrics: Mapping[str, Any]) -> list[str]:
 
 
 def write_reference_file(
-    output_dir: str, language: str, metrics: Mapping[str, Any], global_step: int
+    output_dir: str, language: str, metrics: Mapping[str, Any], global_step: int, tokenizer
 ) -> Path:
     """Write `<output_dir>/reference.json` from the validation metrics of a monolingual run."""
     reference = {
         "method": MONOLINGUAL,
         "language": language,
         "global_step": global_step,
+        "tokenizer_fingerprint": vocabulary_fingerprint(tokenizer),
+        "tokenizer_size": len(tokenizer),
         "reference_losses": {language: metrics[f"eval_{language}_loss"]},
         "reference_perplexities": {language: metrics[f"eval_{language}_perplexity"]},
     }
@@ -787,6 +832,7 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
         except DataError as error:
             raise UsageError(str(error)) from error
 
+    check_reference_tokenizers(ldro_args.reference_tokenizers, tokenizer)
     weighting = build_task_weighting(ldro_args, task_names, train_stream)
     if train_stream is not None and weighting.sampling_probabilities is not None:
         train_stream.set_sampling_probabilities(weighting.sampling_probabilities.tolist())
@@ -849,7 +895,9 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
         trainer.save_metrics("eval", eval_metrics)
         trainer.final_eval_metrics = eval_metrics
         if ldro_args.monolingual and trainer.is_world_process_zero():
-            write_reference_file(training_args.output_dir, task_names[0], eval_metrics, trainer.state.global_step)
+            write_reference_file(
+                training_args.output_dir, task_names[0], eval_metrics, trainer.state.global_step, tokenizer
+            )
 
     if trainer.is_world_process_zero():
         for path in write_plots(training_args.output_dir, eval_metrics):

@@ -175,12 +175,37 @@ def test_baselined_dro_with_references(tmp_path, yoruba_reference):
     assert max_distance_from_uniform(read_weight_records(output_dir)) > 1e-3
 
 
+def test_reference_from_other_tokenizer(tmp_path, yoruba_reference):
+    arguments = small_run_arguments(tmp_path / "out", ["yor_Latn", "amh_Ethi"])
+    arguments.remove("--byte_tokenizer")
+    arguments += ["--tokenizer_vocab_size", "600", "--method", "baselined_dro", "--reference_losses",
+                  str(yoruba_reference / "reference.json"), '{"amh_Ethi": 3.0}']  # fmt: skip
+    with pytest.raises(script.UsageError, match="another tokenizer"):
+        script.main(arguments)
+
+
+def test_resume_from_last_checkpoint(tmp_path):
+    output_dir = tmp_path / "resumed"
+    arguments = small_run_arguments(output_dir, ["yor_Latn", "amh_Ethi"])
+    arguments.remove("--byte_tokenizer")
+    arguments += ["--tokenizer_vocab_size", "600", "--method", "dro", "--save_steps", "4"]
+    script.main(arguments + ["--max_steps", "4"])
+    assert (output_dir / "checkpoint-4" / "task_weighting.json").is_file()
+    tokenizer_file = (output_dir / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8")
+    script.main(arguments + ["--max_steps", "8"])
+    trainer_state = json.loads((output_dir / "trainer_state.json").read_text(encoding="utf-8"))
+    assert trainer_state["global_step"] == 8
+    steps = [record["step"] for record in read_weight_records(output_dir)]
+    assert steps == [2, 4, 6, 8]
+    assert (output_dir / "tokenizer.json").read_text(encoding="utf-8") == tokenizer_file
+
+
 def test_json_config_file(tmp_path):
     output_dir = tmp_path / "from_json"
     config = {
         "output_dir": str(output_dir),
-        "data_dir": str(UD_DIR),
-        "languages": "eng_Latn,yor_Latn",
+        "train_files": [f"{lang}={UD_DIR / lang / 'train.jsonl.gz'}" for lang in ("eng_Latn", "yor_Latn")],
+        "validation_files": [f"{lang}={UD_DIR / lang / 'validation.jsonl.gz'}" for lang in ("eng_Latn", "yor_Latn")],
         "byte_tokenizer": True,
         "config_overrides": "n_layer=1,n_embd=32,n_head=2",
         "block_size": 64,
