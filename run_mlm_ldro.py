@@ -39,9 +39,9 @@ from transformers import (
     default_data_collator,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from hf_ldro.arguments import WEIGHTING_METHODS, LDROArguments, weighting_from_arguments
+from hf_ldro.checkpoints import checkpoint_problem, checkpoint_task_names, last_complete_checkpoint
 from hf_ldro.data import (
     BYTE_LEVEL,
     DataError,
@@ -55,7 +55,7 @@ from hf_ldro.data import (
 from hf_ldro.metrics import perplexity_table
 from hf_ldro.modeling import add_mask_token, build_config, build_model, check_config_overrides
 from hf_ldro.reporting import model_card_section, plot_perplexities, plot_task_weights
-from hf_ldro.trainer import TASK_WEIGHTS_LOG_NAME, LDROTrainer
+from hf_ldro.trainer import TASK_WEIGHTING_STATE_NAME, TASK_WEIGHTS_LOG_NAME, LDROTrainer
 from hf_ldro.weighting import TaskWeighting
 
 logger = logging.getLogger(__name__)
@@ -649,22 +649,43 @@ def check_run(
         )
 
 
-def detect_last_checkpoint(training_args: TrainingArguments) -> str | None:
-    """Return the checkpoint to resume from: --resume_from_checkpoint, else the last one in output_dir."""
+def detect_last_checkpoint(training_args: TrainingArguments, task_names: Sequence[str]) -> str | None:
+    """Return the checkpoint to resume from: --resume_from_checkpoint, else the last complete one.
+
+    Raises:
+        UsageError: the checkpoint is incomplete (its saving was interrupted, or a file is missing
+            or truncated), or it was saved for another task list.
+    """
     if not training_args.do_train:
         return None
     if training_args.resume_from_checkpoint is not None:
-        return training_args.resume_from_checkpoint
-    if not os.path.isdir(training_args.output_dir):
-        return None
-    last_checkpoint = get_last_checkpoint(training_args.output_dir)
-    if last_checkpoint is not None:
+        checkpoint = training_args.resume_from_checkpoint
+        problem = checkpoint_problem(checkpoint)
+        if problem is not None:
+            raise UsageError(
+                f"--resume_from_checkpoint {checkpoint}: {problem}. Resume from an earlier "
+                "checkpoint, or leave the flag out to resume from the last complete checkpoint of "
+                "--output_dir."
+            )
+    else:
+        if not os.path.isdir(training_args.output_dir):
+            return None
+        checkpoint = last_complete_checkpoint(training_args.output_dir)
+        if checkpoint is None:
+            return None
         logger.info(
             "Checkpoint detected, resuming training at %s. To train from scratch, use another "
             "--output_dir or delete its checkpoint-* folders.",
-            last_checkpoint,
+            checkpoint,
         )
-    return last_checkpoint
+    saved_tasks = checkpoint_task_names(checkpoint, TASK_WEIGHTING_STATE_NAME)
+    if saved_tasks is not None and saved_tasks != list(task_names):
+        raise UsageError(
+            f"Checkpoint {checkpoint} was saved for the languages {saved_tasks}, but this run has "
+            f"{list(task_names)}. Resume with the same --languages in the same order, or train "
+            "from scratch in another --output_dir."
+        )
+    return checkpoint
 
 
 def load_tokenizer(
@@ -800,7 +821,7 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
     data = load_language_data(data_args, ldro_args)
     check_run(data, data_args, ldro_args, training_args)
     task_names = list(data.task_names)
-    checkpoint = detect_last_checkpoint(training_args)
+    checkpoint = detect_last_checkpoint(training_args, task_names)
     set_seed(training_args.seed)
 
     with training_args.main_process_first(desc="tokenizer training and data preparation"):

@@ -25,10 +25,18 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, speed_metrics
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints, speed_metrics
 
 from .arguments import LDROArguments, weighting_from_arguments
 from .callbacks import TaskWeightUpdateCallback
+from .checkpoints import (
+    check_checkpoint_complete,
+    checkpoint_global_step,
+    discard_task_weight_records_after,
+    last_complete_checkpoint,
+    mark_checkpoint_complete,
+    unmark_checkpoint,
+)
 from .distributed import all_reduce_sum, get_rank
 from .metrics import IGNORE_INDEX, language_metrics, per_example_loss_sums, per_task_sums
 from .reporting import append_task_weights_line, write_json_atomic
@@ -721,6 +729,10 @@ class LDROTrainer(Trainer):
             "weighting": self.weighting.state_dict(),
             "consecutive_nonfinite_steps": self.consecutive_nonfinite_steps,
             "global_step": self.state.global_step,
+            # Task losses accumulated since the last log, so the first log after a resume
+            # reports the same values as an uninterrupted run.
+            "interval_loss_sums": self._interval_sums.tolist(),
+            "interval_token_counts": self._interval_counts.tolist(),
         }
 
     def save_task_weighting_state(self, checkpoint_dir: str) -> None:
@@ -759,6 +771,9 @@ class LDROTrainer(Trainer):
             )
         self.weighting.load_state_dict(state["weighting"])
         self.consecutive_nonfinite_steps = int(state.get("consecutive_nonfinite_steps", 0))
+        if "interval_loss_sums" in state:
+            self._interval_sums = torch.tensor(state["interval_loss_sums"], dtype=torch.float64)
+            self._interval_counts = torch.tensor(state["interval_token_counts"], dtype=torch.float64)
         self._weights_on_device = None
 
         if self._uses_task_stream() and hasattr(self.train_dataset, "load_state_dict"):
@@ -779,21 +794,64 @@ class LDROTrainer(Trainer):
                 self._pending_stream_state = json.load(handle)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        checkpoint_dir = os.path.join(
-            self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        )
+        """Save the Trainer's checkpoint and the task-weighting state, then mark it complete.
+
+        transformers deletes old checkpoints (save_total_limit) at the end of its own save, before
+        the task-weighting files and the completion marker exist; that deletion is deferred until
+        the new checkpoint is marked complete, so a kill at any moment leaves a complete one.
+        """
+        run_dir = self._get_output_dir(trial=trial)
+        checkpoint_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save:
+            unmark_checkpoint(checkpoint_dir)
+        save_total_limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = save_total_limit
         self.save_task_weighting_state(checkpoint_dir)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            mark_checkpoint_complete(checkpoint_dir, self.state.global_step)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """Train; on resume, first restore the task-weighting state of the checkpoint."""
+        """Train; on resume, first restore the task-weighting state of the checkpoint.
+
+        `resume_from_checkpoint=True` picks the last complete checkpoint of `output_dir` (see
+        `hf_ldro.checkpoints`), skipping folders whose saving was interrupted; a path must name a
+        complete checkpoint. Records of `task_weights.jsonl` logged after the starting step
+        (by an interrupted run, or by an earlier run in the same folder) are dropped.
+
+        Raises:
+            IncompleteCheckpointError: the checkpoint folder is incomplete.
+            ValueError: the checkpoint was written for another task list or strategy.
+        """
         checkpoint = resume_from_checkpoint
         if isinstance(checkpoint, bool):
-            checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None
+            checkpoint = last_complete_checkpoint(self.args.output_dir) if checkpoint else None
+            if resume_from_checkpoint and checkpoint is None:
+                raise ValueError(
+                    f"No complete checkpoint found in {self.args.output_dir} to resume from: "
+                    "train without resume_from_checkpoint."
+                )
+        start_step = 0
         if checkpoint is not None:
+            check_checkpoint_complete(checkpoint)
             self.load_task_weighting_state(checkpoint)
+            start_step = checkpoint_global_step(checkpoint)
+        if self.is_world_process_zero():
+            discard_task_weight_records_after(
+                os.path.join(self.args.output_dir, TASK_WEIGHTS_LOG_NAME), start_step
+            )
         return super().train(
-            resume_from_checkpoint=resume_from_checkpoint,
+            resume_from_checkpoint=checkpoint,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,
