@@ -23,7 +23,10 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -54,7 +57,7 @@ from hf_ldro.data import (
 )
 from hf_ldro.metrics import perplexity_table
 from hf_ldro.modeling import add_mask_token, build_config, build_model, check_config_overrides
-from hf_ldro.reporting import model_card_section, plot_perplexities, plot_task_weights
+from hf_ldro.reporting import plot_perplexities, plot_task_weights
 from hf_ldro.trainer import TASK_WEIGHTING_STATE_NAME, TASK_WEIGHTS_LOG_NAME, LDROTrainer
 from hf_ldro.weighting import TaskWeighting
 
@@ -71,7 +74,6 @@ REFERENCE_FILE_NAME = "reference.json"
 TOKENIZER_FOLDER_NAME = "tokenizer"
 TASK_WEIGHTS_PLOT_NAME = "task_weights.png"
 PERPLEXITY_PLOT_NAME = "perplexity.png"
-MODEL_CARD_NAME = "README.md"
 
 # Training defaults that differ from TrainingArguments' own, sized so that the first command
 # trains a small model from scratch in a few minutes. Every one can be overridden on the command
@@ -587,6 +589,43 @@ def setup_logging(training_args: TrainingArguments) -> None:
     )
 
 
+def check_hub_reachable(training_args: TrainingArguments, timeout: float = 10.0) -> None:
+    """Fail before training when --push_to_hub is set but the Hub cannot be reached.
+
+    Checks offline mode (HF_HUB_OFFLINE) and opens one TCP connection to the Hub endpoint
+    (HF_ENDPOINT), or to the proxy that the environment names for it, within `timeout` seconds.
+    Without it, the push would fail only after training, possibly after the Hub client's retries.
+    """
+    if not training_args.push_to_hub:
+        return
+    from huggingface_hub import constants
+
+    upload_later = (
+        "or drop --push_to_hub and upload the saved --output_dir later (`hf upload <repo> "
+        "<output_dir>`, or trainer.push_to_hub())."
+    )
+    if constants.HF_HUB_OFFLINE:
+        raise UsageError(
+            "--push_to_hub uploads to the Hugging Face Hub, but offline mode is on "
+            f"(HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE, {upload_later}"
+        )
+    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(endpoint.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname, proxy_url.port or 80
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"--push_to_hub: cannot reach the Hub at {constants.ENDPOINT} (connecting to "
+            f"{host}:{port} failed: {error}). Check the network connection and HF_ENDPOINT, "
+            f"{upload_later}"
+        ) from error
+
+
 def load_language_data(data_args: DataTrainingArguments, ldro_args: PretrainingLDROArguments) -> LanguageData:
     """Select the languages and build their sources; raises UsageError for unknown languages."""
     languages = data_args.languages
@@ -751,28 +790,6 @@ def build_task_weighting(
     return weighting_from_arguments(ldro_args, task_names)
 
 
-class PretrainingTrainer(LDROTrainer):
-    """LDROTrainer whose model card ends with the task-weighting section (method, options, weights).
-
-    Overriding `create_model_card` puts the section in the card that `push_to_hub` uploads too.
-    """
-
-    final_eval_metrics: Mapping[str, Any] | None = None
-
-    def create_model_card(self, *args, **kwargs) -> None:
-        super().create_model_card(*args, **kwargs)
-        if not self.is_world_process_zero():
-            return
-        section = model_card_section(
-            self.ldro_args.method,
-            self.ldro_args.to_dict(),
-            self.weighting.weight_dict(),
-            self.final_eval_metrics,
-        )
-        with open(os.path.join(self.args.output_dir, MODEL_CARD_NAME), "a", encoding="utf-8") as card:
-            card.write("\n" + section)
-
-
 def write_plots(output_dir: str, eval_metrics: Mapping[str, Any]) -> list[str]:
     """Draw task_weights.png from task_weights.jsonl and perplexity.png from the eval metrics."""
     written = []
@@ -815,6 +832,7 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
     """Run pretraining and evaluation; returns the final evaluation metrics (empty without eval)."""
     model_args, data_args, ldro_args, training_args = parse_arguments(args)
     setup_logging(training_args)
+    check_hub_reachable(training_args)
     logger.info("Training arguments %s", training_args)
     logger.info("Task-weighting arguments %s", ldro_args)
 
@@ -882,7 +900,7 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
         else default_data_collator
     )
 
-    trainer = PretrainingTrainer(
+    trainer = LDROTrainer(
         model=model,
         args=training_args,
         weighting=weighting,
@@ -914,7 +932,6 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
-        trainer.final_eval_metrics = eval_metrics
         if ldro_args.monolingual and trainer.is_world_process_zero():
             write_reference_file(
                 training_args.output_dir, task_names[0], eval_metrics, trainer.state.global_step, tokenizer

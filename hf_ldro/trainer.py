@@ -39,7 +39,7 @@ from .checkpoints import (
 )
 from .distributed import all_reduce_sum, get_rank
 from .metrics import IGNORE_INDEX, language_metrics, per_example_loss_sums, per_task_sums
-from .reporting import append_task_weights_line, write_json_atomic
+from .reporting import append_task_weights_line, model_card_section, write_json_atomic
 from .task_gradients import (
     allocate_gradient_buffer,
     collect_task_gradients,
@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 TASK_WEIGHTING_STATE_NAME = "task_weighting.json"
 TRAIN_STREAM_STATE_PATTERN = "task_stream_state_rank{rank}.json"
 TASK_WEIGHTS_LOG_NAME = "task_weights.jsonl"
+MODEL_CARD_NAME = "README.md"
 STATE_FORMAT_VERSION = 1
 
 
@@ -198,7 +199,9 @@ class LDROTrainer(Trainer):
         self._sketch = None
         self._interaction_refreshed_at: int | None = None
         self.interaction_refresh_count = 0
+        self.last_eval_metrics: dict[str, Any] | None = None
         self._check_sampling_consistency()
+        self._warn_if_steps_miss_tasks()
 
     # ---- configuration -------------------------------------------------------------------------
 
@@ -246,6 +249,20 @@ class LDROTrainer(Trainer):
                 actual.tolist(),
                 type(self.weighting).__name__,
                 expected.tolist(),
+            )
+
+    def _warn_if_steps_miss_tasks(self) -> None:
+        examples_per_step = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+        if examples_per_step < self.num_tasks:
+            logger.warning(
+                "An optimizer step has %d example(s) per device but there are %d tasks, so every "
+                "step misses some tasks: a missing task keeps its last loss estimate, and an "
+                "interaction refresh counts its gradient as zero. Raise "
+                "per_device_train_batch_size or gradient_accumulation_steps to at least %d to see "
+                "every task in every step.",
+                examples_per_step,
+                self.num_tasks,
+                self.num_tasks,
             )
 
     # ---- data ----------------------------------------------------------------------------------
@@ -593,6 +610,18 @@ class LDROTrainer(Trainer):
             average_over_ranks=False,
         )
         matrix = _interaction_matrix(grads.float())
+        zero_gradient = [
+            name
+            for name, seen, norm in zip(self.task_names, present.tolist(), grads.float().norm(dim=1).tolist())
+            if seen and norm == 0
+        ]
+        if zero_gradient:
+            logger.info(
+                "Step %d: tasks %s have a zero gradient (converged, or no trainable parameter "
+                "affects them); their interaction entries are 0.",
+                self.state.global_step,
+                zero_gradient,
+            )
         if not bool(present.all()):
             absent = [name for name, seen in zip(self.task_names, present.tolist()) if not seen]
             logger.info(
@@ -692,6 +721,7 @@ class LDROTrainer(Trainer):
         )
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self.last_eval_metrics = dict(metrics)
         return metrics
 
     def _evaluate_loss_sum(self, dataset) -> tuple[float, int, int]:
@@ -718,6 +748,28 @@ class LDROTrainer(Trainer):
                 num_examples += int(example_counts.shape[0])
         model.train(was_training)
         return float(loss_sum), int(token_count), num_examples
+
+    # ---- model card ----------------------------------------------------------------------------
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Write transformers' model card, then append the task-weighting section.
+
+        The section lists the method, its options, the final task weights and, after a
+        per-language `evaluate`, the absolute and relative perplexity table with its average and
+        worst rows (`hf_ldro.reporting.model_card_section`). `push_to_hub` calls this method, so
+        the uploaded card has the section too.
+        """
+        super().create_model_card(*args, **kwargs)
+        if not self.is_world_process_zero():
+            return
+        section = model_card_section(
+            self.ldro_args.method,
+            self.ldro_args.to_dict(),
+            self.weighting.weight_dict(),
+            self.last_eval_metrics,
+        )
+        with open(os.path.join(self.args.output_dir, MODEL_CARD_NAME), "a", encoding="utf-8") as card:
+            card.write("\n" + section)
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
@@ -814,6 +866,16 @@ class LDROTrainer(Trainer):
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             mark_checkpoint_complete(checkpoint_dir, self.state.global_step)
+            if self.consecutive_nonfinite_steps > 0:
+                # The weights may already be NaN: deleting older checkpoints could remove the
+                # last one trained on finite losses.
+                logger.warning(
+                    "Saved %s after %d step(s) with non-finite task losses; older checkpoints are "
+                    "kept (save_total_limit is not applied) so that the last finite one survives.",
+                    checkpoint_dir,
+                    self.consecutive_nonfinite_steps,
+                )
+                return
             rotate_checkpoints(
                 output_dir=run_dir,
                 save_total_limit=save_total_limit,
