@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from .weighting import TaskWeighting, build_weighting
+
 WEIGHTING_METHODS = ("static", "dro", "baselined_dro", "ldro", "ldro_exact")
 LM_OBJECTIVES = ("auto", "causal", "masked")
 GRADIENT_BUFFER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -190,10 +192,8 @@ class LDROArguments:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def weighting_from_arguments(ldro_args: LDROArguments, task_names: list[str]):
+def weighting_from_arguments(ldro_args: LDROArguments, task_names: list[str]) -> TaskWeighting:
     """Build the TaskWeighting strategy that `ldro_args` describes for `task_names`."""
-    from . import weighting
-
     dataset_sizes = ldro_args.dataset_sizes
     if dataset_sizes is not None:
         missing = [name for name in task_names if name not in dataset_sizes]
@@ -203,25 +203,14 @@ def weighting_from_arguments(ldro_args: LDROArguments, task_names: list[str]):
             )
         dataset_sizes = [dataset_sizes[name] for name in task_names]
 
-    build_weighting = getattr(weighting, "build_weighting", None)
-    if build_weighting is not None:
-        return build_weighting(
-            ldro_args.method,
-            task_names,
-            dataset_sizes=dataset_sizes,
-            mixing_alpha=ldro_args.mixing_alpha,
-            dro_eta=ldro_args.dro_eta,
-            reference_losses=ldro_args.reference_losses,
-            ldro_eta=ldro_args.ldro_eta,
-            ldro_lookahead_lr=ldro_args.ldro_lookahead_lr,
-            ldro_update_interval=ldro_args.ldro_update_interval,
-        )
-
-    # TODO: remove this fallback once hf_ldro.weighting.build_weighting exists.
-    if ldro_args.method == "static":
-        return weighting.StaticMixing(task_names, dataset_sizes, alpha=ldro_args.mixing_alpha)
-    if ldro_args.method == "dro":
-        return weighting.OnlineDRO(task_names, eta=ldro_args.dro_eta)
-    if ldro_args.method == "baselined_dro":
-        return weighting.BaselinedDRO(task_names, ldro_args.reference_losses, eta=ldro_args.dro_eta)
-    raise NotImplementedError(f"method={ldro_args.method!r} is not available in this version.")
+    return build_weighting(
+        ldro_args.method,
+        task_names,
+        dataset_sizes=dataset_sizes,
+        mixing_alpha=ldro_args.mixing_alpha,
+        dro_eta=ldro_args.dro_eta,
+        reference_losses=ldro_args.reference_losses,
+        ldro_eta=ldro_args.ldro_eta,
+        ldro_lookahead_lr=ldro_args.ldro_lookahead_lr,
+        ldro_update_interval=ldro_args.ldro_update_interval,
+    )
