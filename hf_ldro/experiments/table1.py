@@ -305,11 +305,21 @@ def train_run(
     return True
 
 
-def run_experiment(settings: Table1Settings, launch: Callable | None = None) -> dict[str, Path]:
+@dataclass
+class Table1Outputs:
+    """Files written by `run_experiment`, and the multilingual runs that failed (name: error)."""
+
+    markdown: Path
+    csv: Path
+    figure: Path
+    failures: dict[str, str]
+
+
+def run_experiment(settings: Table1Settings, launch: Callable | None = None) -> Table1Outputs:
     """Train every run that has not finished, then write the table and the figure.
 
     A failed multilingual run is logged and left out of the table; the other runs still train.
-    Returns the paths of the written files ({"markdown", "csv", "figure"}).
+    `launch(arguments, run_dir)` trains one run; default `RunLauncher` for `settings.launcher`.
 
     Raises:
         Table1Error: invalid settings or data, a failed monolingual run (every relative
@@ -501,7 +511,7 @@ def write_outputs(
     rows: Sequence[TableRow],
     runs: Sequence[MethodRun],
     failures: Mapping[str, str],
-) -> dict[str, Path]:
+) -> Table1Outputs:
     """Write table1.md, table1.csv and the task-weight figure into `settings.output_dir`."""
     output_dir = settings.output_dir
     markdown = [
@@ -532,7 +542,7 @@ def write_outputs(
         output_dir / WEIGHTS_FIGURE_NAME,
     )
     logger.info("Wrote %s, %s and %s", markdown_path, csv_path, figure_path)
-    return {"markdown": markdown_path, "csv": csv_path, "figure": figure_path}
+    return Table1Outputs(markdown_path, csv_path, figure_path, dict(failures))
 
 
 def plot_weight_trajectories(logs: Mapping[str, Path], png_path: Path) -> Path:
@@ -670,5 +680,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Table1Error as error:
         print(f"table1: error: {error}", file=sys.stderr)
         return 1
-    print(outputs["markdown"].read_text(encoding="utf-8"))
-    return 0
+    print(outputs.markdown.read_text(encoding="utf-8"))
+    return 1 if outputs.failures else 0
