@@ -8,7 +8,8 @@ the logged losses, the interaction matrices it received and its final parameters
 step, so the two runs can be compared whatever order the data loaders chose.
 
 A case name is `<data>-<method>`: data `map` (a `datasets.Dataset` sharded by accelerate) or
-`stream` (a `TaskStratifiedStream` that shards documents itself), method `dro` or `ldro`.
+`stream` (a `TaskStratifiedStream` that shards documents itself), method `dro`, `ldro`, or
+`ldrosketch` (L-DRO with task gradients projected to 256 dimensions before the all-reduce).
 This module holds no tests.
 """
 
@@ -43,7 +44,7 @@ from test_trainer_data import (  # noqa: E402
     training_arguments,
 )
 
-CASES = ("map-dro", "map-ldro", "stream-dro", "stream-ldro")
+CASES = ("map-dro", "map-ldro", "map-ldrosketch", "stream-dro", "stream-ldro")
 PER_DEVICE_BATCH_SIZE = 4
 STEPS = 6
 REFRESH_INTERVAL = 2
@@ -74,11 +75,15 @@ def method_arguments(method: str) -> LDROArguments:
     """Return step sizes large enough that the weights move visibly within a few steps."""
     if method == "dro":
         return LDROArguments(method="dro", dro_eta=0.5)
-    if method == "ldro":
+    if method in ("ldro", "ldrosketch"):
         return LDROArguments(
-            method="ldro", ldro_eta=0.5, ldro_lookahead_lr=0.5, ldro_update_interval=REFRESH_INTERVAL
+            method="ldro",
+            ldro_eta=0.5,
+            ldro_lookahead_lr=0.5,
+            ldro_update_interval=REFRESH_INTERVAL,
+            sketch_dim=256 if method == "ldrosketch" else 0,
         )
-    raise ValueError(f"Unknown method {method!r} in the case name: use dro or ldro.")
+    raise ValueError(f"Unknown method {method!r} in the case name: use dro, ldro or ldrosketch.")
 
 
 def read_documents(language: str, count: int) -> list[str]:
