@@ -108,7 +108,7 @@ def split_list_argument(values: str | Sequence[str] | None) -> list[str] | None:
 
 @dataclass
 class ModelArguments:
-    """Which model and tokenizer to train, and the pretraining objective."""
+    """Model and tokenizer to train, and the pretraining objective."""
 
     model_name_or_path: str | None = field(
         default=None,
@@ -211,7 +211,7 @@ class ModelArguments:
 
 @dataclass
 class DataTrainingArguments:
-    """Which languages to train on, where their text comes from, and how it is cut into blocks."""
+    """Languages to train on, the source of their text, and the block size."""
 
     languages: list[str] | None = field(
         default=None,
@@ -273,12 +273,12 @@ class DataTrainingArguments:
             raise UsageError(f"--max_eval_blocks must be >= 1, got {self.max_eval_blocks}.")
         origins = [
             name
-            for name, given in (
+            for name, is_set in (
                 ("--data_dir", self.data_dir is not None),
                 ("--train_files", self.train_files is not None),
                 ("--mc4", self.mc4),
             )
-            if given
+            if is_set
         ]
         if len(origins) > 1:
             raise UsageError(f"{' and '.join(origins)} both give the training data: pass only one.")
@@ -345,7 +345,7 @@ class PretrainingLDROArguments(LDROArguments):
             }
         method = self.method
         if method == MONOLINGUAL:
-            # The base class knows only the weighting methods; one task needs no weighting.
+            # The base class accepts only the weighting methods, and one task needs no weighting.
             self.method = "static"
         try:
             super().__post_init__()
@@ -488,7 +488,7 @@ def launched_world_size() -> int:
 
 
 def accelerator_available() -> bool:
-    """Return whether torch sees an accelerator (CUDA, XPU, MPS, ...)."""
+    """Return whether torch detects an accelerator (CUDA, XPU, MPS, ...)."""
     accelerator = getattr(torch, "accelerator", None)
     if accelerator is not None:
         return accelerator.is_available()
@@ -500,8 +500,8 @@ def parse_arguments(
 ) -> tuple[ModelArguments, DataTrainingArguments, PretrainingLDROArguments, TrainingArguments]:
     """Parse the command line, or a single `.json` file with the same keys, into the four dataclasses.
 
-    `SCRIPT_TRAINING_DEFAULTS` replaces TrainingArguments' defaults, and a run that asks for
-    neither --do_train nor --do_eval does both.
+    `SCRIPT_TRAINING_DEFAULTS` replaces TrainingArguments' defaults, and a run given neither
+    --do_train nor --do_eval does both.
     """
     args = list(sys.argv[1:] if args is None else args)
     parser = HfArgumentParser(
@@ -735,9 +735,9 @@ def load_tokenizer(
 ):
     """Load, or train and save, the tokenizer; call inside `main_process_first`.
 
-    A trained tokenizer is trained by the local main process and saved in
-    `<output_dir>/tokenizer`; the other processes load that copy, and a resumed run loads the copy
-    saved in its checkpoint, so every process and every resume uses the same vocabulary.
+    The local main process trains the tokenizer and saves it in `<output_dir>/tokenizer`, and the
+    other processes load that copy. A resumed run loads the copy saved in its checkpoint. So every
+    process and every resume uses the same vocabulary.
     """
     hub_kwargs = model_args.hub_kwargs()
     if model_args.byte_tokenizer:
@@ -828,6 +828,74 @@ def write_reference_file(
     return path
 
 
+def prepare_datasets(
+    data: LanguageData,
+    tokenizer,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
+) -> tuple[TaskStratifiedStream | None, dict[str, Any] | None]:
+    """Build the training stream and the per-language evaluation sets that the run needs."""
+    try:
+        train_stream = None
+        if training_args.do_train:
+            train_stream = TaskStratifiedStream(
+                data.train_sources,
+                tokenizer,
+                block_size=data_args.block_size,
+                batch_size=training_args.per_device_train_batch_size,
+                task_names=data.task_names,
+                seed=training_args.seed,
+            )
+        eval_datasets = None
+        if training_args.do_eval:
+            eval_datasets = build_eval_datasets(
+                data.validation_sources,
+                tokenizer,
+                data_args.block_size,
+                data.task_names,
+                max_blocks_per_language=data_args.max_eval_blocks,
+            )
+    except DataError as error:
+        raise UsageError(str(error)) from error
+    return train_stream, eval_datasets
+
+
+def train_and_save(trainer: LDROTrainer, training_args: TrainingArguments, checkpoint: str | None) -> None:
+    """Train, save the model and tokenizer, and write the training metrics and state."""
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()
+    train_metrics = dict(train_result.metrics)
+    train_metrics["train_samples"] = (
+        trainer.state.global_step
+        * training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * training_args.world_size
+    )
+    trainer.log_metrics("train", train_metrics)
+    trainer.save_metrics("train", train_metrics)
+    trainer.save_state()
+
+
+def model_card_kwargs(
+    data: LanguageData,
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+    ldro_args: PretrainingLDROArguments,
+) -> dict[str, Any]:
+    """Return the `create_model_card` / `push_to_hub` metadata: languages, tags, task, dataset."""
+    kwargs: dict[str, Any] = {
+        "language": list(data.task_names),
+        "tags": ["hf_ldro", ldro_args.method, "masked-lm" if model_args.mlm else "causal-lm"],
+        "tasks": "fill-mask" if model_args.mlm else "text-generation",
+    }
+    dataset_name = {"demo": "chatterbot-corpus", "hub": data_args.mc4_dataset}.get(data.origin)
+    if dataset_name is not None:
+        kwargs["dataset"] = dataset_name
+    if model_args.model_name_or_path:
+        kwargs["finetuned_from"] = model_args.model_name_or_path
+    return kwargs
+
+
 def main(args: Sequence[str] | None = None) -> dict[str, Any]:
     """Run pretraining and evaluation; returns the final evaluation metrics (empty without eval)."""
     model_args, data_args, ldro_args, training_args = parse_arguments(args)
@@ -844,34 +912,9 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
 
     with training_args.main_process_first(desc="tokenizer training and data preparation"):
         tokenizer = load_tokenizer(model_args, data, training_args, checkpoint)
-        try:
-            train_stream = (
-                TaskStratifiedStream(
-                    data.train_sources,
-                    tokenizer,
-                    block_size=data_args.block_size,
-                    batch_size=training_args.per_device_train_batch_size,
-                    task_names=task_names,
-                    seed=training_args.seed,
-                )
-                if training_args.do_train
-                else None
-            )
-            eval_datasets = (
-                build_eval_datasets(
-                    data.validation_sources,
-                    tokenizer,
-                    data_args.block_size,
-                    task_names,
-                    max_blocks_per_language=data_args.max_eval_blocks,
-                )
-                if training_args.do_eval
-                else None
-            )
-        except DataError as error:
-            raise UsageError(str(error)) from error
-
+        train_stream, eval_datasets = prepare_datasets(data, tokenizer, data_args, training_args)
     check_reference_tokenizers(ldro_args.reference_tokenizers, tokenizer)
+
     weighting = build_task_weighting(ldro_args, task_names, train_stream)
     if train_stream is not None and weighting.sampling_probabilities is not None:
         train_stream.set_sampling_probabilities(weighting.sampling_probabilities.tolist())
@@ -894,11 +937,13 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
         model_name_or_path=model_args.model_name_or_path,
         hub_kwargs=model_args.hub_kwargs(),
     )
-    data_collator = (
-        DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=model_args.mlm_probability)
-        if model_args.mlm
-        else default_data_collator
-    )
+    if model_args.mlm:
+        data_collator = DataCollatorForLanguageModeling(
+            tokenizer, mlm=True, mlm_probability=model_args.mlm_probability
+        )
+    else:
+        # The stream and the evaluation sets already hold labels (-100 on evaluation padding).
+        data_collator = default_data_collator
 
     trainer = LDROTrainer(
         model=model,
@@ -913,18 +958,7 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
     )
 
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        train_metrics = dict(train_result.metrics)
-        train_metrics["train_samples"] = (
-            trainer.state.global_step
-            * training_args.per_device_train_batch_size
-            * training_args.gradient_accumulation_steps
-            * training_args.world_size
-        )
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
+        train_and_save(trainer, training_args, checkpoint)
 
     eval_metrics: dict[str, Any] = {}
     if training_args.do_eval:
@@ -941,16 +975,7 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
         for path in write_plots(training_args.output_dir, eval_metrics):
             logger.info("Wrote %s", path)
 
-    card_kwargs = {
-        "language": task_names,
-        "tags": ["hf_ldro", ldro_args.method, "masked-lm" if model_args.mlm else "causal-lm"],
-        "tasks": "fill-mask" if model_args.mlm else "text-generation",
-    }
-    dataset_name = {"demo": "chatterbot-corpus", "hub": data_args.mc4_dataset}.get(data.origin)
-    if dataset_name is not None:
-        card_kwargs["dataset"] = dataset_name
-    if model_args.model_name_or_path:
-        card_kwargs["finetuned_from"] = model_args.model_name_or_path
+    card_kwargs = model_card_kwargs(data, model_args, data_args, ldro_args)
     if training_args.push_to_hub:
         trainer.push_to_hub(**card_kwargs)
     else:

@@ -1,7 +1,7 @@
 """End-to-end runs of run_mlm_ldro.py on four UD languages: every method, references, JSON config.
 
 Each run trains a 1-layer GPT-2 of width 32 for 10 steps on 64-byte blocks, in-process through
-`main()`, so the whole file takes well under a minute on two CPU cores.
+`main()`.
 """
 
 from __future__ import annotations
