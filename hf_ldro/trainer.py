@@ -609,10 +609,12 @@ class LDROTrainer(Trainer):
             return_present=True,
             average_over_ranks=False,
         )
-        matrix = _interaction_matrix(grads.float())
+        # The buffer goes in as stored: the Gram matrix is accumulated in chunks, so a bfloat16
+        # buffer is never copied to float32 in full. A_ii = ||g_i||, so the diagonal gives the norms.
+        matrix = _interaction_matrix(grads)
         zero_gradient = [
             name
-            for name, seen, norm in zip(self.task_names, present.tolist(), grads.float().norm(dim=1).tolist())
+            for name, seen, norm in zip(self.task_names, present.tolist(), torch.diagonal(matrix).tolist())
             if seen and norm == 0
         ]
         if zero_gradient:
