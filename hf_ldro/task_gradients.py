@@ -203,12 +203,3 @@ def collect_task_gradients(
     if return_present:
         return buffer, present > 0
     return buffer
-
-
-def column_normalised_interaction(grads: torch.Tensor) -> torch.Tensor:
-    """Return A_ij = g_i . g_j / ||g_j|| (float32), with column j zero where g_j = 0."""
-    grads = grads.float()
-    gram = grads @ grads.T
-    norms = grads.norm(dim=1)
-    safe_norms = torch.where(norms > 0, norms, torch.ones_like(norms))
-    return torch.where(norms > 0, gram / safe_norms, torch.zeros_like(gram))

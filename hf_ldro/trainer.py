@@ -38,12 +38,12 @@ from .checkpoints import (
     unmark_checkpoint,
 )
 from .distributed import all_reduce_sum, get_rank
+from .interaction import GradientSketch, interaction_matrix
 from .metrics import IGNORE_INDEX, language_metrics, per_example_loss_sums, per_task_sums
 from .reporting import append_task_weights_line, model_card_section, write_json_atomic
 from .task_gradients import (
     allocate_gradient_buffer,
     collect_task_gradients,
-    column_normalised_interaction,
     gradient_dimension,
     select_parameters,
 )
@@ -88,16 +88,6 @@ def infer_shift_labels(model: nn.Module, lm_objective: str = "auto") -> bool:
         f"Cannot tell whether {class_name} is a causal or a masked language model: set "
         "LDROArguments.lm_objective (or the trainer's lm_objective) to 'causal' or 'masked'."
     )
-
-
-def _interaction_matrix(grads: torch.Tensor) -> torch.Tensor:
-    """Return A_ij = g_i . g_j / ||g_j|| from per-task gradients [N, d]."""
-    try:
-        from .interaction import interaction_matrix
-    except ImportError:
-        # TODO: drop this stand-in once hf_ldro.interaction is in the package.
-        return column_normalised_interaction(grads)
-    return interaction_matrix(grads)
 
 
 def _logits_of(outputs: Any) -> torch.Tensor:
@@ -568,8 +558,6 @@ class LDROTrainer(Trainer):
         dim = gradient_dimension(param for _, param in self._interaction_parameters)
         device = args.gradient_buffer_device or self.args.device
         if args.sketch_dim > 0:
-            from .interaction import GradientSketch
-
             self._sketch = GradientSketch(dim, args.sketch_dim, args.sketch_seed, args.buffer_dtype)
             dim = args.sketch_dim
         self._gradient_buffer = allocate_gradient_buffer(
@@ -611,7 +599,7 @@ class LDROTrainer(Trainer):
         )
         # The buffer goes in as stored: the Gram matrix is accumulated in chunks, so a bfloat16
         # buffer is never copied to float32 in full. A_ii = ||g_i||, so the diagonal gives the norms.
-        matrix = _interaction_matrix(grads)
+        matrix = interaction_matrix(grads)
         zero_gradient = [
             name
             for name, seen, norm in zip(self.task_names, present.tolist(), torch.diagonal(matrix).tolist())
