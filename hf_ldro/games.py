@@ -81,7 +81,7 @@ def best_response(payoff: Any, w: Any) -> int:
 
 
 def _normalise(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Map the payoffs affinely onto [0, 1]; the equilibria do not change under this map."""
+    """Map the payoffs affinely onto [0, 1], a change that leaves the equilibria unchanged."""
     low, high = float(matrix.min()), float(matrix.max())
     span = high - low
     if span == 0.0:

@@ -43,7 +43,9 @@ def gram_matrix(gradients: torch.Tensor, dtype: torch.dtype = torch.float64) -> 
             f"gradients must be a [num_tasks, dim] tensor, got shape {tuple(gradients.shape)}."
         )
     if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"The Gram matrix dtype must be torch.float32 or torch.float64, got {dtype}.")
+        raise ValueError(
+            f"The Gram matrix dtype must be torch.float32 or torch.float64, got {dtype}."
+        )
     num_tasks = gradients.shape[0]
     gram = torch.zeros(num_tasks, num_tasks, dtype=dtype, device=gradients.device)
     for start in range(0, gradients.shape[1], _GRAM_CHUNK):
@@ -74,7 +76,9 @@ def interaction_matrix(gradients: torch.Tensor, dtype: torch.dtype = torch.float
         >>> interaction_matrix(g)[:, 1].tolist()
         [0.0, 2.0, 0.0]
     """
-    result_dtype = gradients.dtype if gradients.dtype in (torch.float32, torch.float64) else torch.float32
+    result_dtype = (
+        gradients.dtype if gradients.dtype in (torch.float32, torch.float64) else torch.float32
+    )
     return interaction_from_gram(gram_matrix(gradients, dtype)).to(result_dtype)
 
 
@@ -148,7 +152,9 @@ class GradientSketch:
         self.dtype = dtype
         self.distribution = distribution
         self.compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        self.block_rows = _COUNTSKETCH_BLOCK_ROWS if distribution == "countsketch" else _DENSE_BLOCK_ROWS
+        self.block_rows = (
+            _COUNTSKETCH_BLOCK_ROWS if distribution == "countsketch" else _DENSE_BLOCK_ROWS
+        )
         self.cache_bytes = int(cache_bytes)
         self._cache: list | None = None
 
@@ -163,12 +169,16 @@ class GradientSketch:
         generator = _block_generator(self.seed, block)
         if self.distribution == "countsketch":
             buckets = torch.randint(0, self.dim_out, (rows,), generator=generator)
-            signs = torch.randint(0, 2, (rows,), generator=generator).to(torch.float32).mul_(2).sub_(1)
+            signs = (
+                torch.randint(0, 2, (rows,), generator=generator).to(torch.float32).mul_(2).sub_(1)
+            )
             return buckets, signs
         if self.distribution == "gaussian":
             matrix = torch.randn(rows, self.dim_out, generator=generator)
         else:
-            matrix = torch.randint(0, 2, (rows, self.dim_out), generator=generator).to(torch.float32)
+            matrix = torch.randint(0, 2, (rows, self.dim_out), generator=generator).to(
+                torch.float32
+            )
             matrix.mul_(2).sub_(1)
         return matrix.div_(self.dim_out**0.5)
 

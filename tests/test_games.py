@@ -102,7 +102,9 @@ def test_redundant_columns_give_uniform_weights():
     for cols in (2, 5, 40):
         column = rng.normal(size=(7, 1))
         payoff = np.repeat(column, cols, axis=1)
-        np.testing.assert_allclose(max_entropy_equilibrium(payoff), np.full(cols, 1.0 / cols), atol=1e-9)
+        np.testing.assert_allclose(
+            max_entropy_equilibrium(payoff), np.full(cols, 1.0 / cols), atol=1e-9
+        )
 
 
 def test_dominant_column_is_played_pure():
@@ -156,7 +158,9 @@ def test_max_entropy_invariant_under_affine_payoff_change():
     for _ in range(20):
         payoff = rng.integers(-2, 3, size=(6, 6)).astype(float)
         reference = max_entropy_equilibrium(payoff)
-        np.testing.assert_allclose(max_entropy_equilibrium(3.0 * payoff - 7.0), reference, atol=1e-6)
+        np.testing.assert_allclose(
+            max_entropy_equilibrium(3.0 * payoff - 7.0), reference, atol=1e-6
+        )
 
 
 def test_max_entropy_follows_column_permutation():
@@ -165,7 +169,9 @@ def test_max_entropy_follows_column_permutation():
         payoff = rng.integers(-2, 3, size=(6, 6)).astype(float)
         order = rng.permutation(6)
         reference = max_entropy_equilibrium(payoff)
-        np.testing.assert_allclose(max_entropy_equilibrium(payoff[:, order]), reference[order], atol=1e-6)
+        np.testing.assert_allclose(
+            max_entropy_equilibrium(payoff[:, order]), reference[order], atol=1e-6
+        )
 
 
 def test_forty_task_game_is_fast():

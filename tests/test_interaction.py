@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from hf_ldro.interaction import SKETCH_DISTRIBUTIONS, GradientSketch, gram_matrix, interaction_matrix
+from hf_ldro.interaction import (
+    SKETCH_DISTRIBUTIONS,
+    GradientSketch,
+    gram_matrix,
+    interaction_matrix,
+)
 
 
 def structured_gradients(num_tasks: int = 6, dim: int = 6000, seed: int = 0) -> torch.Tensor:
@@ -57,7 +62,9 @@ def test_float32_compute_dtype():
     gradients = structured_gradients()
     interaction = interaction_matrix(gradients.float(), dtype=torch.float32)
     assert interaction.dtype == torch.float32
-    torch.testing.assert_close(interaction.double(), interaction_matrix(gradients), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        interaction.double(), interaction_matrix(gradients), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_gram_spans_several_chunks():

@@ -327,7 +327,9 @@ def test_build_weighting_covers_every_method():
 
 
 def test_build_weighting_passes_ldro_hyperparameters():
-    online = build_weighting("ldro", TASKS, ldro_eta=0.2, ldro_lookahead_lr=0.3, ldro_update_interval=7)
+    online = build_weighting(
+        "ldro", TASKS, ldro_eta=0.2, ldro_lookahead_lr=0.3, ldro_update_interval=7
+    )
     assert (online.eta, online.lookahead_lr, online.interaction_interval) == (0.2, 0.3, 7)
     assert online.requires_interaction
 

@@ -35,7 +35,9 @@ def build_weighting(
         LookaheadDRO(en=0.5000, yo=0.5000)
     """
     if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"Unknown weighting method {method!r}: choose one of {', '.join(METHODS)}.")
+        raise ValueError(
+            f"Unknown weighting method {method!r}: choose one of {', '.join(METHODS)}."
+        )
     if method == "static":
         return StaticMixing(task_names, dataset_sizes=dataset_sizes, alpha=mixing_alpha)
     if method == "dro":
@@ -49,7 +51,10 @@ def build_weighting(
         return BaselinedDRO(task_names, reference_losses, eta=dro_eta)
     if method == "ldro":
         return LookaheadDRO(
-            task_names, eta=ldro_eta, lookahead_lr=ldro_lookahead_lr, update_interval=ldro_update_interval
+            task_names,
+            eta=ldro_eta,
+            lookahead_lr=ldro_lookahead_lr,
+            update_interval=ldro_update_interval,
         )
     if method == "ldro_exact":
         return ExactLookaheadDRO(

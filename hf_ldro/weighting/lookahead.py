@@ -19,7 +19,9 @@ from ..games import max_entropy_equilibrium
 from .base import TaskWeighting, check_nonnegative
 
 
-def lookahead_matrix(losses: torch.Tensor, interaction: torch.Tensor, lookahead_lr: float) -> torch.Tensor:
+def lookahead_matrix(
+    losses: torch.Tensor, interaction: torch.Tensor, lookahead_lr: float
+) -> torch.Tensor:
     """Return L = l 1^T - lambda * A, so L_ij = l_i - lambda * A_ij.
 
     Example:
@@ -31,7 +33,11 @@ def lookahead_matrix(losses: torch.Tensor, interaction: torch.Tensor, lookahead_
 
 def check_update_interval(update_interval: Any) -> int:
     """Return the interaction refresh period k as an int, or raise a ValueError naming it."""
-    if isinstance(update_interval, bool) or int(update_interval) != update_interval or update_interval < 1:
+    if (
+        isinstance(update_interval, bool)
+        or int(update_interval) != update_interval
+        or update_interval < 1
+    ):
         raise ValueError(
             f"L-DRO interaction update interval k must be an integer >= 1, got {update_interval!r}."
         )
@@ -45,7 +51,9 @@ class _LookaheadBase(TaskWeighting):
 
     def __init__(self, task_names: Sequence[str], lookahead_lr: float, update_interval: int):
         super().__init__(task_names)
-        self.lookahead_lr = check_nonnegative("L-DRO lookahead learning rate (lambda)", lookahead_lr)
+        self.lookahead_lr = check_nonnegative(
+            "L-DRO lookahead learning rate (lambda)", lookahead_lr
+        )
         self.interaction_interval = check_update_interval(update_interval)
 
         # A = 0 until the first refresh (Algorithm 3 of the paper): L then has equal columns.
