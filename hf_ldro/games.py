@@ -207,6 +207,12 @@ def max_entropy_equilibrium(payoff: Any, tol: float = 1e-9) -> np.ndarray:
     rows of L as constraints until none is violated, which keeps the Newton systems small. If
     that search fails (never seen in the tests), the LP's equilibrium is returned with a warning.
 
+    Cost, measured on the project's 2-core CPU at load average 7.5 (timing loop of
+    tests/test_games.py): a 40-task lookahead game takes a median 8 ms, of which the LP is 6 ms,
+    and a random 40x40 game 15 ms. NOTE: random games of very low rank with many rows (rank 3,
+    40x40) take about 100 ms, because the Newton Hessian is then singular and the damped steps
+    progress slowly.
+
     Example:
         >>> L = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])  # every w is optimal
         >>> np.round(max_entropy_equilibrium(L), 6).tolist()
