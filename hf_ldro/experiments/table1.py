@@ -69,7 +69,7 @@ class MethodRun:
 
 @dataclass
 class Table1Settings:
-    """What every run shares (data, model, budget) and each method's step sizes."""
+    """Settings of the experiment: what every run shares (data, model, budget) and each method's step sizes."""
 
     train_dir: Path
     output_dir: Path
@@ -113,7 +113,7 @@ class Table1Settings:
 
 
 def method_runs(settings: Table1Settings) -> list[MethodRun]:
-    """Return the multilingual runs of the table, in the paper's row order."""
+    """Return the multilingual runs in the row order of the paper's Table 1."""
     dro_eta = str(settings.dro_eta)
     runs = [
         MethodRun("static_alpha1", "Static mixing (alpha = 1)", ("--method", "static", "--mixing_alpha", "1")),
@@ -559,7 +559,7 @@ def plot_weight_trajectories(logs: Mapping[str, Path], png_path: Path) -> Path:
         raise Table1Error("No task_weights.jsonl to plot: no multilingual run finished with logging.")
     columns = min(3, len(records))
     rows = math.ceil(len(records) / columns)
-    figure = Figure(figsize=(4.0 * columns, 2.8 * rows + 0.8), dpi=80)
+    figure = Figure(figsize=(4.0 * columns, 2.8 * rows + 0.6), dpi=80)
     FigureCanvasAgg(figure)
     axes_list = figure.subplots(rows, columns, squeeze=False, sharey=True).ravel()
     handles, labels = [], []
@@ -577,8 +577,10 @@ def plot_weight_trajectories(logs: Mapping[str, Path], png_path: Path) -> Path:
         axes.set_visible(False)
     for axes in axes_list[::columns]:
         axes.set_ylabel("task weight")
-    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize="small")
-    figure.tight_layout(rect=(0, 0.06 + 0.04 * math.ceil(len(labels) / 6), 1, 1))
+    legend_columns = min(len(labels), 8)
+    figure.legend(handles, labels, loc="lower center", ncol=legend_columns, fontsize="small")
+    legend_height = 0.3 * math.ceil(len(labels) / legend_columns) + 0.15  # inches
+    figure.tight_layout(rect=(0, legend_height / figure.get_figheight(), 1, 1))
     png_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png_path)
     return png_path
