@@ -1,7 +1,5 @@
 """Tests of hf_ldro.games: LP value, duality, best response and the maximum-entropy equilibrium."""
 
-import statistics
-import time
 
 import numpy as np
 import pytest
@@ -172,20 +170,6 @@ def test_max_entropy_follows_column_permutation():
         np.testing.assert_allclose(
             max_entropy_equilibrium(payoff[:, order]), reference[order], atol=1e-6
         )
-
-
-def test_forty_task_game_is_fast():
-    rng = np.random.default_rng(10)
-    games = [rng.normal(size=(40, 40)) for _ in range(10)]
-    games += [lookahead_game(rng, 40, 1000, 0.1) for _ in range(10)]
-    max_entropy_equilibrium(games[0])  # warm up scipy's HiGHS bindings
-    durations = []
-    for payoff in games:
-        start = time.perf_counter()
-        max_entropy_equilibrium(payoff)
-        durations.append(time.perf_counter() - start)
-    # About 5 to 10 ms each on an idle 2-core CPU; the bound leaves room for a loaded machine.
-    assert statistics.median(durations) < 0.05
 
 
 @pytest.mark.parametrize("bad", [np.array([[1.0, np.nan]]), np.array([[np.inf]])])
