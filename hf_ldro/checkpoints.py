@@ -122,7 +122,8 @@ def checkpoint_folders(output_dir: str | os.PathLike) -> list[Path]:
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     """Return the highest-step complete checkpoint folder of `output_dir`, or None.
 
-    Every newer incomplete folder is skipped with a warning that says why; it is left in place.
+    Every newer incomplete folder is skipped with a warning that gives the reason, and is left
+    in place.
     """
     for folder in reversed(checkpoint_folders(output_dir)):
         problem = checkpoint_problem(folder)

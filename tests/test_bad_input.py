@@ -1,6 +1,6 @@
 """Bad input to run_mlm_ldro.py and LDROTrainer: a clear error before training, or logged handling.
 
-The data layer's own errors are tested in test_data_errors.py; here they go through the script,
+The data layer's own errors are tested in test_data_errors.py. Here they go through the script,
 which must stop before any training with a message that names the file, the line and the fix.
 Cases covered elsewhere: an unknown language and reference losses missing a language
 (test_run_mlm_ldro.py), a checkpoint saved for another task list (test_resume.py), NaN losses

@@ -1,7 +1,7 @@
 """Exact resume of run_mlm_ldro.py after SIGKILL, and rejection of incomplete checkpoints.
 
-The resume test runs the real script in subprocesses: one run trains without interruption; a
-second is killed with SIGKILL as soon as its first checkpoint is complete, then resumed with
+The resume test runs the real script in subprocesses. One run trains without interruption. A
+second run is killed with SIGKILL as soon as its first checkpoint is complete, then resumed with
 --resume_from_checkpoint. Both must end with the same task-weight log, final metrics, model
 weights and stream positions (CPU, one thread, fixed seeds).
 """
@@ -78,14 +78,14 @@ def subprocess_environment() -> dict[str, str]:
 
 
 def start_script(output_dir: Path, log_path: Path, *extra: str) -> subprocess.Popen:
-    log = open(log_path, "w", encoding="utf-8")
-    return subprocess.Popen(
-        [sys.executable, str(SCRIPT), *script_arguments(output_dir, *extra)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=subprocess_environment(),
-        cwd=REPO_ROOT,
-    )
+    with open(log_path, "w", encoding="utf-8") as log:
+        return subprocess.Popen(
+            [sys.executable, str(SCRIPT), *script_arguments(output_dir, *extra)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=subprocess_environment(),
+            cwd=REPO_ROOT,
+        )
 
 
 def wait_for_success(process: subprocess.Popen, log_path: Path) -> None:
