@@ -7,8 +7,8 @@ projected gradient of task i conflicts with the original gradient of task j
     g_i <- g_i - (g_i . g_j / ||g_j||^2) g_j
 
 The update direction is the (weighted) sum of the projected gradients. Only the parameters that
-all tasks share are projected; a task-specific parameter (a per-task output layer) receives the
-sum of the task gradients unchanged, which is its own task's gradient.
+all tasks share are projected. A task-specific parameter (a per-task output layer) receives the
+sum of the task gradients unchanged, and that sum is its own task's gradient.
 
 `project_conflicting` is the pure projection on a (tasks x parameters) matrix; `PCGradTrainer`
 applies it inside the Hugging Face `Trainer`, with task gradients computed by
@@ -144,8 +144,8 @@ class PCGradTrainer(LDROTrainer):
             raise ValueError("Every parameter is task-specific: PCGrad needs shared parameters to project.")
 
     def _task_loss(self, model: torch.nn.Module, sub_batch: dict) -> torch.Tensor:
-        # Outside the weighted step, compute_loss returns the plain mean loss of the sub-batch,
-        # which holds one task's examples only: that task's loss.
+        # Outside the weighted step, compute_loss returns the plain mean loss of the sub-batch.
+        # The sub-batch contains one task's examples only, so this is that task's loss.
         with self.compute_loss_context_manager():
             return self.compute_loss(model, sub_batch)
 

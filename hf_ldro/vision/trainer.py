@@ -28,9 +28,9 @@ def _logits_of(outputs: Any) -> torch.Tensor:
 class ClassificationLossMixin:
     """Per-example cross-entropy with one target per example, for `LDROTrainer` subclasses.
 
-    When the model has a `per_example_loss(logits, labels)` method (as `MultitaskCNN` has: its
-    per-task heads restrict the softmax to the label's task) it computes the loss; otherwise the
-    loss is the cross-entropy over all logit columns.
+    When the model has a `per_example_loss(logits, labels)` method, that method computes the loss
+    (`MultitaskCNN`'s per-task heads restrict the softmax to the label's task). Otherwise the loss
+    is the cross-entropy over all logit columns.
     """
 
     def example_target_counts(self, labels: torch.Tensor) -> torch.Tensor:
