@@ -508,10 +508,13 @@ def parse_arguments(
         (ModelArguments, DataTrainingArguments, PretrainingLDROArguments, TrainingArguments)
     )
     defaults = dict(SCRIPT_TRAINING_DEFAULTS)
-    if launched_world_size() > 1 and not accelerator_available():
-        # transformers 5 runs each process of a CPU-only torchrun launch as its own one-process
-        # job (same data, same output folder) unless use_cpu is set.
-        defaults["use_cpu"] = True
+    if not accelerator_available():
+        # Pinned memory only helps copies to an accelerator; without one torch warns on every loader.
+        defaults["dataloader_pin_memory"] = False
+        if launched_world_size() > 1:
+            # transformers 5 runs each process of a CPU-only torchrun launch as its own
+            # one-process job (same data, same output folder) unless use_cpu is set.
+            defaults["use_cpu"] = True
     parser.set_defaults(**defaults)
     try:
         if len(args) == 1 and args[0].endswith(".json"):
