@@ -257,6 +257,24 @@ def test_bad_arguments_fail_before_training(tmp_path, extra, message):
     assert not (output_dir / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "static", "--mixing_alpha", "0.3"], "--dataset_sizes"),
+        (["--method", "dro", "--dataset_sizes", '{"yo": 10}'], "'sw'"),
+    ],
+)
+def test_mc4_sizes_checked_offline(tmp_path, extra, message):
+    arguments = ["--output_dir", str(tmp_path / "out"), "--mc4", "--languages", "yo,sw", *extra]
+    with pytest.raises(script.UsageError, match=message):
+        script.main(arguments)
+
+
+def test_mc4_needs_languages(tmp_path):
+    with pytest.raises(script.UsageError, match="--mc4 needs --languages"):
+        script.main(["--output_dir", str(tmp_path / "out"), "--mc4"])
+
+
 def test_unknown_method_rejected(tmp_path):
     with pytest.raises(SystemExit):
         script.main(small_run_arguments(tmp_path / "out") + ["--method", "greedy"])
