@@ -5,7 +5,7 @@ Each language is a task. The script follows transformers' `run_clm.py`: argument
 parsed by `HfArgumentParser` (or one `.json` file with the same keys), per-rank log levels,
 last-checkpoint detection, and the `log_metrics` / `save_metrics` / `save_state` / model-card tail.
 
-First run (the chatterbot-corpus demo languages, a small GPT-2, a few minutes on a laptop CPU):
+First run, on the chatterbot-corpus demo languages with a small GPT-2 (minutes on a 2-core CPU):
 
     python run_mlm_ldro.py --output_dir runs/demo
 
