@@ -58,7 +58,12 @@ from hf_ldro.data import (
 from hf_ldro.metrics import perplexity_table
 from hf_ldro.modeling import add_mask_token, build_config, build_model, check_config_overrides
 from hf_ldro.reporting import plot_perplexities, plot_task_weights
-from hf_ldro.trainer import TASK_WEIGHTING_STATE_NAME, TASK_WEIGHTS_LOG_NAME, LDROTrainer
+from hf_ldro.trainer import (
+    TASK_WEIGHTING_STATE_NAME,
+    TASK_WEIGHTS_LOG_NAME,
+    LDROTrainer,
+    NonFiniteTaskLossError,
+)
 from hf_ldro.weighting import TaskWeighting
 
 logger = logging.getLogger(__name__)
@@ -993,5 +998,5 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         main()
-    except UsageError as error:
+    except (UsageError, NonFiniteTaskLossError) as error:
         sys.exit(f"run_mlm_ldro.py: error: {error}")

@@ -128,15 +128,16 @@ def test_exhausted_language_is_reiterated(tokenizer, caplog):
     ben_tokens_per_epoch = stream.dataset_sizes["ben_Beng"]
     epochs_wanted = 3
     blocks_needed = math.ceil(epochs_wanted * ben_tokens_per_epoch / 64) + 1
-    with caplog.at_level(logging.INFO, logger="hf_ldro.data.stream"):
+    with caplog.at_level(logging.DEBUG, logger="hf_ldro.data.stream"):
         examples = take(stream, 2 * blocks_needed)
     ben_blocks = [e["input_ids"].tolist() for e in examples if e["task_ids"] == 1]
     for block in ben_blocks:
         assert block == list(itertools.islice(expected, 64))
     assert stream.epochs["ben_Beng"] == epochs_wanted
-    messages = [r.getMessage() for r in caplog.records if "ben_Beng" in r.getMessage()]
-    assert len(messages) == epochs_wanted
-    assert "finished epoch 3 (2 documents" in messages[-1]
+    records = [r for r in caplog.records if "ben_Beng" in r.getMessage()]
+    assert len(records) == epochs_wanted
+    assert "finished epoch 3 (2 documents" in records[-1].getMessage()
+    assert [r.levelno for r in records] == [logging.INFO, logging.INFO, logging.DEBUG]
 
 
 def test_two_ranks_read_disjoint_documents(ud_data, tokenizer, monkeypatch):

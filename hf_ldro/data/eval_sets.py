@@ -24,11 +24,11 @@ def build_eval_datasets(
 ) -> dict[str, Dataset]:
     """Pack each language's validation documents into a map-style `datasets.Dataset`.
 
-    Columns: ``input_ids`` and ``labels`` (lists of ``block_size`` ints) and ``task_ids`` (the
+    Columns: ``input_ids``, ``attention_mask`` and ``labels`` (lists of ``block_size`` ints) and ``task_ids`` (the
     language's index in `task_names`, which must be the training task order). Documents are packed
     as in training. The tokens left after the last full block form one more block, right-padded
-    with the pad token (EOS when the tokenizer has none) and labelled -100 there, so the loss
-    ignores the padding. `max_blocks_per_language` keeps only the first blocks.
+    with the pad token (EOS when the tokenizer has none), masked out of attention and labelled -100
+    there, so neither the loss nor a bidirectional (masked-LM) model sees the padding. `max_blocks_per_language` keeps only the first blocks.
     """
     check_block_size(block_size)
     if max_blocks_per_language is not None and max_blocks_per_language < 1:
@@ -45,16 +45,24 @@ def build_eval_datasets(
             )
         blocks, leftover = pack_documents(tokenizer, source.iter_documents(), block_size, eos_id)
         labels = [list(block) for block in blocks]
+        attention_masks = [[1] * block_size for _ in blocks]
         if leftover and (max_blocks_per_language is None or len(blocks) < max_blocks_per_language):
             padding = block_size - len(leftover)
             blocks.append(leftover + [pad_id] * padding)
             labels.append(leftover + [IGNORE_INDEX] * padding)
+            attention_masks.append([1] * len(leftover) + [0] * padding)
         if max_blocks_per_language is not None:
             blocks = blocks[:max_blocks_per_language]
             labels = labels[:max_blocks_per_language]
+            attention_masks = attention_masks[:max_blocks_per_language]
         task_id = task_names.index(name)
         datasets[name] = Dataset.from_dict(
-            {"input_ids": blocks, "labels": labels, "task_ids": [task_id] * len(blocks)}
+            {
+                "input_ids": blocks,
+                "attention_mask": attention_masks,
+                "labels": labels,
+                "task_ids": [task_id] * len(blocks),
+            }
         )
         logger.info("Evaluation set %r: %d blocks of %d tokens.", name, len(blocks), block_size)
     return datasets

@@ -117,7 +117,12 @@ class LanguageCursor:
                 f"language."
             )
         self.epoch += 1
-        logger.info(
+
+        # A tiny language can wrap around hundreds of times, so only epochs 1, 2, 4, 8, ... are
+        # logged at INFO; every epoch is logged at DEBUG and counted in `epochs`.
+        is_power_of_two = self.epoch & (self.epoch - 1) == 0
+        logger.log(
+            logging.INFO if is_power_of_two else logging.DEBUG,
             "Language %r finished epoch %d (%d documents on rank %d of %d); re-iterating it.",
             self.source.name,
             self.epoch,
