@@ -98,9 +98,16 @@ def plot_pareto_frontiers(
         axis.set_xlabel("average task accuracy")
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("worst task accuracy")
-    axes[0][-1].legend(loc="lower right", fontsize="small")
+    handles, labels = [], []
+    for axis in axes[0]:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    # One legend for all panels, below them, so that it hides no point.
+    figure.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize="small", frameon=False)
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)

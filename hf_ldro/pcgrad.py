@@ -120,7 +120,11 @@ class PCGradTrainer(LDROTrainer):
         self.pcgrad_generator = torch.Generator().manual_seed(int(seed))
         self._pcgrad_parameters: list[tuple[str, torch.nn.Parameter]] | None = None
         self._shared_mask: torch.Tensor | None = None
+        # Conflicting task pairs (g_i . g_j < 0 on the shared parameters) and task pairs seen,
+        # in total and since the last log.
         self.conflict_count = 0
+        self.pair_count = 0
+        self._logged_counts = (0, 0)
 
     def _prepare_pcgrad(self) -> None:
         if self._pcgrad_parameters is not None:
@@ -169,7 +173,10 @@ class PCGradTrainer(LDROTrainer):
         shared_grads = grads[:, shared]
         direction[shared] = project_conflicting(shared_grads, self.pcgrad_generator, weights=weights)
         gram = shared_grads @ shared_grads.T
-        self.conflict_count += int((torch.triu(gram, diagonal=1) < 0).sum())
+        present = shared_grads.abs().sum(dim=1) > 0
+        pairs = torch.triu(present.unsqueeze(0) & present.unsqueeze(1), diagonal=1)
+        self.conflict_count += int(((gram < 0) & pairs).sum())
+        self.pair_count += int(pairs.sum())
 
         # NOTE: with gradient accumulation each micro-batch is projected on its own and the
         # directions are averaged; PCGrad is not applied to the accumulated step gradient.
@@ -181,3 +188,13 @@ class PCGradTrainer(LDROTrainer):
             param.grad = update.clone() if previous is None else previous + update
             offset += size
         return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add `pcgrad_conflict_fraction`, the share of task pairs in conflict since the last log."""
+        if "loss" in logs and self.is_in_train:
+            conflicts = self.conflict_count - self._logged_counts[0]
+            pairs = self.pair_count - self._logged_counts[1]
+            if pairs:
+                logs = {**logs, "pcgrad_conflict_fraction": conflicts / pairs}
+            self._logged_counts = (self.conflict_count, self.pair_count)
+        super().log(logs, start_time)

@@ -153,3 +153,5 @@ def test_pcgrad_writes_projected_gradient(cifar_dir, tmp_path):
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-7)
     assert not torch.allclose(actual[shared], (weights @ grads)[shared])
     assert trainer.conflict_count > 0
+    present = len(batch["task_ids"].unique())
+    assert trainer.pair_count == present * (present - 1) // 2
