@@ -53,6 +53,7 @@ from hf_ldro.vision.experiment import (
     build_run_specs,
     drop_run_records,
     format_summary_table,
+    read_evals,
     write_pareto_summary,
 )
 from hf_ldro.vision.metrics import ACCURACY_SCOPES
@@ -340,8 +341,17 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("Run %d/%d: %s", index, len(runs), run.name)
         train_one_run(run, data, model_args, method_args, training_args, image_stats)
 
-    summary = write_pareto_summary(training_args.output_dir, title=f"{data_args.dataset}, {model_args.model} model")
     elapsed = time.time() - started
+    if not read_evals(Path(training_args.output_dir) / EVALS_FILE):
+        logger.warning(
+            "%d run(s) in %.0f s, but no evaluation was recorded (--eval_strategy %s), so no Pareto "
+            "frontier was written.",
+            len(runs),
+            elapsed,
+            getattr(training_args.eval_strategy, "value", training_args.eval_strategy),
+        )
+        return {}
+    summary = write_pareto_summary(training_args.output_dir, title=f"{data_args.dataset}, {model_args.model} model")
     logger.info("%d run(s) in %.0f s; Pareto frontiers in %s", len(runs), elapsed, training_args.output_dir)
     print(format_summary_table(summary))
     return summary

@@ -316,3 +316,9 @@ def test_omniglot_layout_on_real_index():
     # 242 characters x 20 drawers, drawers 16-20 held out; the shared copies count once.
     assert len(train) == 242 * 15
     assert len(test) == 242 * 5
+
+
+def test_hub_offline_error_names_local_option():
+    # The tests run with HF_HUB_OFFLINE=1 and an empty HF_HOME, so the Hub copy is unreachable.
+    with pytest.raises(ConnectionError, match="--data_dir"):
+        load_cifar100("test")

@@ -126,8 +126,19 @@ def read_cifar100_pickle_split(data_dir: str | Path, split: str) -> datasets.Dat
 
 
 def load_cifar100_hub(split: str, dataset_name: str = CIFAR100_HUB_NAME, cache_dir: str | None = None) -> datasets.Dataset:
-    """Load one split of CIFAR-100 from the Hugging Face Hub (columns img, fine_label, coarse_label)."""
-    return datasets.load_dataset(dataset_name, split=split, cache_dir=cache_dir)
+    """Load one split of CIFAR-100 from the Hugging Face Hub (columns img, fine_label, coarse_label).
+
+    Raises:
+        ConnectionError: the Hub cannot be reached and the split is not cached; the message names
+            the local alternative.
+    """
+    try:
+        return datasets.load_dataset(dataset_name, split=split, cache_dir=cache_dir)
+    except ConnectionError as error:
+        raise ConnectionError(
+            f"Could not load {dataset_name} ({split} split) from the Hugging Face Hub: {error}. "
+            "Without Hub access, download and extract cifar-100-python and pass it as --data_dir."
+        ) from error
 
 
 def cifar100_to_multitask(dataset: datasets.Dataset, source: str) -> datasets.Dataset:
