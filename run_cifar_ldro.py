@@ -264,7 +264,7 @@ def train_one_run(run: RunSpec, data, model_args, method_args, training_args, im
     weighting_method = "static" if run.method == "pcgrad" else run.method
     ldro_args = LDROArguments(
         method=weighting_method,
-        mixing_alpha=0.0,  # static mixing weighs every task equally, as in the paper
+        mixing_alpha=0.0,  # uniform static weights, the paper's static-mixing baseline
         ldro_update_interval=method_args.ldro_update_interval,
         **run.hparams,
     )

@@ -34,8 +34,8 @@ def pareto_frontier(points: Sequence[Sequence[float]]) -> list[int]:
         row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
         raise ValueError(f"Point {row} is {array[row].tolist()}: every coordinate must be finite.")
 
-    # Sweep from the largest x down (ties: largest y first, then lowest index); a point is on the
-    # frontier exactly when its y beats every y seen so far.
+    # Sweep from the largest x down, breaking ties by larger y, then lower index. A point is on
+    # the frontier exactly when its y beats every y seen so far.
     order = sorted(range(len(array)), key=lambda i: (-array[i, 0], -array[i, 1], i))
     frontier, best_y = [], -math.inf
     for index in order:

@@ -1,4 +1,8 @@
-"""Multitask image classification: taxonomies, data readers, the paper's CNN and accuracy metrics."""
+"""Multitask image classification: taxonomies, data readers, a small CNN and accuracy metrics.
+
+The CNN and the CIFAR-100 task split follow Michel, Ruder & Yogatama, "Balancing Average and
+Worst-Case Accuracy in Multitask Learning" (section 5.1).
+"""
 
 from .cifar import CIFARFormatError, cifar100_to_multitask, load_cifar100, read_cifar100_pickle_split
 from .collate import MultitaskImageCollator, channel_statistics

@@ -46,9 +46,8 @@ class MultitaskImageCollator:
 def channel_statistics(dataset, max_images: int = 10_000, batch_size: int = 1_000) -> tuple[list[float], list[float]]:
     """Return the per-channel mean and standard deviation of [0, 1] pixel values.
 
-    Computed on the first `max_images` examples of `dataset` (a multitask-schema dataset), which
-    is enough for stable statistics; the standard deviation is floored at 1e-3 so that a constant
-    channel cannot divide by zero.
+    Computed on the first `max_images` examples of `dataset` (a multitask-schema dataset). The
+    standard deviation is floored at 1e-3, so a constant channel cannot cause a division by zero.
     """
     count = min(len(dataset), max_images)
     if count == 0:
