@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .sources import DataError, LanguageSource
+from .sources import GZIP_READ_ERRORS, DataError, LanguageSource, gzip_read_error, starts_with_gzip_magic
 
 logger = logging.getLogger(__name__)
 
@@ -111,23 +111,48 @@ class HubLanguageSource(LanguageSource):
         )
 
     def iter_documents(self) -> Iterator[str]:
+        row_index = -1
         try:
             dataset = self._load_streaming_dataset()
+            # NOTE: every rank streams all rows and keeps its own share (document index modulo
+            # world size), so with W processes each one downloads the whole language.
+            for row_index, row in enumerate(dataset):
+                text = row.get(self.text_field)
+                if not isinstance(text, str):
+                    raise DataError(
+                        f"{self.describe()}, row {row_index}: missing or non-string text field "
+                        f"{self.text_field!r} (columns: {sorted(row)}). Pass --text_field with "
+                        f"the column that holds the text (text_field= in Python)."
+                    )
+                if text.strip():
+                    yield text
         except ConnectionError as error:
             raise DataError(
                 f"Could not reach {self.describe()}: {error}. Check the network (and that "
-                f"HF_HUB_OFFLINE is not set), or train from local files with the same schema "
-                f"(hub_data_files, data_dir or train_files)."
+                f"HF_HUB_OFFLINE is not set), or use --data_dir with local files of the same "
+                f"schema, or hub_data_files= in the Python API."
             ) from error
-        # NOTE: every rank streams all rows and keeps its own share (document index modulo world
-        # size), so with W processes each one downloads the whole language.
-        for row_index, row in enumerate(dataset):
-            text = row.get(self.text_field)
-            if not isinstance(text, str):
-                raise DataError(
-                    f"{self.describe()}, row {row_index}: missing or non-string text field "
-                    f"{self.text_field!r} (columns: {sorted(row)}). Set the text field name to "
-                    f"the column that holds the text."
-                )
-            if text.strip():
-                yield text
+        except GZIP_READ_ERRORS as error:
+            compressed_files = [Path(f) for f in self.data_files or () if str(f).endswith(".gz")]
+            if not compressed_files:
+                raise
+            raise self._gzip_error(compressed_files, error, row_index) from error
+
+    def _gzip_error(self, compressed_files: list[Path], error: Exception, row_index: int) -> DataError:
+        """Name the local .gz file that failed, or all of them when reading cannot tell which.
+
+        `datasets` reports neither the file nor the row, so a file that does not start with the
+        gzip magic bytes is named when there is one; otherwise the error lists every .gz file.
+        """
+        position = f"after row {row_index} of the language" if row_index >= 0 else "before the first row"
+        for path in compressed_files:
+            if starts_with_gzip_magic(path) is False:
+                return gzip_read_error(path, error, position)
+        if len(compressed_files) == 1:
+            return gzip_read_error(compressed_files[0], error, position)
+        names = ", ".join(str(path) for path in compressed_files)
+        return DataError(
+            f"Reading the gzip files of language {self.name!r} failed {position} "
+            f"({type(error).__name__}: {error}). One of {names} is truncated or corrupt: test "
+            f"each with `gzip -t FILE`, then re-download or re-compress the one that fails."
+        )

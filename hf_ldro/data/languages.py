@@ -2,6 +2,7 @@
 
 Origins (exactly one, or none for the demo corpus):
     data folder: ``<data_dir>/<lang>/{train,validation}.{jsonl,json,txt}[.gz]``; task name = folder.
+        Folders whose names start with '.' or '_' (``.cache``, ``__pycache__``) are not languages.
     file lists: ``["eng=a.jsonl,b.jsonl", ...]`` or ``{"eng": [paths]}`` for train (and validation).
     Hub: mC4 language codes streamed from allenai/c4; task name = code.
     demo: the chatterbot-corpus conversations (see `demo_corpus`).
@@ -21,6 +22,7 @@ from .sources import SUPPORTED_SUFFIXES, DataError, LanguageSource, TextFileSour
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
+SKIPPED_FOLDER_PREFIXES = (".", "_")
 
 
 @dataclass
@@ -66,6 +68,32 @@ def select_languages(requested: Sequence[str] | None, available: Sequence[str], 
     return requested
 
 
+def list_language_folders(root: Path) -> list[str]:
+    """Return the sorted names of the subfolders of `root`, without those starting with '.' or '_'.
+
+    Hidden folders and tool folders such as ``.cache``, ``.git`` and ``__pycache__`` are skipped.
+    """
+    names = []
+    for path in sorted(root.iterdir()):
+        if not path.is_dir():
+            continue
+        if path.name.startswith(SKIPPED_FOLDER_PREFIXES):
+            logger.debug("Skipping folder %s: names starting with '.' or '_' are not languages.", path)
+            continue
+        names.append(path.name)
+    return names
+
+
+def check_no_skipped_names(requested: Sequence[str] | None, root: Path) -> None:
+    """Raise a DataError if a requested language is a folder that `list_language_folders` skips."""
+    skipped = [name for name in requested or () if name.startswith(SKIPPED_FOLDER_PREFIXES)]
+    if skipped:
+        raise DataError(
+            f"Languages {skipped} in data folder {str(root)!r} start with '.' or '_', and such "
+            f"folders are skipped as hidden or cache folders: rename the language folders."
+        )
+
+
 def find_split_file(folder: Path, split: str) -> Path | None:
     """Return the one ``<split>.<format>[.gz]`` file in `folder`, None if absent; error if several."""
     candidates = [
@@ -107,7 +135,8 @@ def load_from_data_dir(
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"Data folder {str(root)!r} was not found: check the path.")
-    available = sorted(path.name for path in root.iterdir() if path.is_dir())
+    check_no_skipped_names(languages, root)
+    available = list_language_folders(root)
     if not available:
         raise DataError(
             f"Data folder {str(root)!r} has no language subfolders: lay it out as "
@@ -121,7 +150,7 @@ def load_from_data_dir(
         if train_file is None:
             raise DataError(
                 f"Language folder {str(folder)!r} has no train file: add train.jsonl[.gz] or "
-                f"train.txt[.gz], or drop the language."
+                f"train.txt[.gz], or drop the language (leave it out of --languages)."
             )
         train[name] = TextFileSource(name, [train_file], text_field, encoding_errors)
         validation_file = find_split_file(folder, "validation")

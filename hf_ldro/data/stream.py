@@ -114,7 +114,7 @@ class LanguageCursor:
                 f"Language {self.source.name!r} has no documents for rank {self.rank} of "
                 f"{self.world_size} ({self.source.describe()}): each rank reads documents "
                 f"i % world_size == rank, so add documents, use fewer processes, or drop the "
-                f"language."
+                f"language (leave it out of --languages)."
             )
         self.epoch += 1
 
@@ -309,7 +309,8 @@ class TaskStratifiedStream(IterableDataset):
                 raise DataError(
                     f"Language {name!r} has {tokens} tokens ({source.num_documents} documents, "
                     f"{source.describe()}), fewer than one block of block_size={self.block_size}. "
-                    f"Use a smaller --block_size, add data for the language, or drop it."
+                    f"Use a smaller --block_size, add data for the language, or drop it (leave "
+                    f"it out of --languages)."
                 )
             sizes[name] = float(tokens)
         return sizes
@@ -327,7 +328,8 @@ class TaskStratifiedStream(IterableDataset):
                 raise DataError(
                     f"Language {name!r} has {documents} documents, so rank {self._rank} of "
                     f"{self._world_size} gets none (document i goes to rank i % world_size): "
-                    f"add documents, use fewer processes, or drop the language."
+                    f"add documents, use fewer processes, or drop the language (leave it out of "
+                    f"--languages)."
                 )
 
     def set_distributed(self, rank: int, world_size: int) -> None:
