@@ -7,7 +7,8 @@ the logged losses, the interaction matrices it received and its final parameters
 `replay_single_process` then trains one process on the union of the ranks' micro-batches, step by
 step, so the two runs can be compared whatever order the data loaders chose.
 
-A case name is `<data>-<method>`: data `map` (a `datasets.Dataset` sharded by accelerate) or
+A case name is `<data>-<method>`: data `map` (a `datasets.Dataset` sharded by accelerate),
+`mapaccumulate` (the same with 2 micro-batches of 2 rows per optimizer step instead of 1 of 4) or
 `stream` (a `TaskStratifiedStream` that shards documents itself), method `dro`, `ldro`, or
 `ldrosketch` (L-DRO with task gradients projected to 256 dimensions before the all-reduce).
 This module holds no tests.
@@ -44,7 +45,7 @@ from test_trainer_data import (  # noqa: E402
     training_arguments,
 )
 
-CASES = ("map-dro", "map-ldro", "map-ldrosketch", "stream-dro", "stream-ldro")
+CASES = ("map-dro", "map-ldro", "map-ldrosketch", "mapaccumulate-ldro", "stream-dro", "stream-ldro")
 PER_DEVICE_BATCH_SIZE = 4
 STEPS = 6
 REFRESH_INTERVAL = 2
@@ -104,8 +105,12 @@ def stream_sources() -> dict[str, InMemorySource]:
     }
 
 
+def accumulation_steps(case: str) -> int:
+    return 2 if case.startswith("mapaccumulate-") else 1
+
+
 def build_train_dataset(data: str, per_device_batch_size: int):
-    if data == "map":
+    if data in ("map", "mapaccumulate"):
         # 12 blocks per language fill exactly STEPS global batches of 2 x 4 rows; every row's
         # label mask differs, so per-task token counts differ between ranks.
         return language_dataset(LANGUAGES, "train", blocks_per_language=12, masked_prefix=True)
@@ -113,7 +118,7 @@ def build_train_dataset(data: str, per_device_batch_size: int):
         return TaskStratifiedStream(
             stream_sources(), byte_level_tokenizer(), BLOCK_SIZE, per_device_batch_size, task_names=LANGUAGES
         )
-    raise ValueError(f"Unknown data {data!r} in the case name: use map or stream.")
+    raise ValueError(f"Unknown data {data!r} in the case name: use map, mapaccumulate or stream.")
 
 
 class RecordingLDROTrainer(LDROTrainer):
@@ -175,6 +180,7 @@ def train_case(case: str, output_dir: str, train_dataset, per_device_batch_size:
         training_arguments(
             output_dir,
             per_device_train_batch_size=per_device_batch_size,
+            gradient_accumulation_steps=accumulation_steps(case),
             max_steps=STEPS,
             optim="sgd",
             learning_rate=0.5,
@@ -211,29 +217,34 @@ class ReplayDataset(IterableDataset):
 
 
 def union_of_rank_batches(rank_records: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
-    """Return the examples of step 0 of rank 0, step 0 of rank 1, ..., step 1 of rank 0, ..."""
+    """Return the examples of micro-batch 0 of rank 0, of rank 1, ..., micro-batch 1 of rank 0, ..."""
     examples = []
-    num_steps = len(rank_records[0]["batches"])
-    for step in range(num_steps):
+    num_micro_batches = len(rank_records[0]["batches"])
+    for index in range(num_micro_batches):
         for record in rank_records:
-            batch = record["batches"][step]
+            batch = record["batches"][index]
             for row in range(batch["input_ids"].shape[0]):
                 examples.append({key: value[row] for key, value in batch.items()})
     return examples
 
 
 def replay_single_process(case: str, output_dir: str, rank_records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Train one process on the union of the ranks' micro-batches, with the global batch size."""
-    global_batch_size = sum(record["batches"][0]["input_ids"].shape[0] for record in rank_records)
+    """Train one process on the union of the ranks' micro-batches, as large as all of them together.
+
+    Micro-batch m of the single process holds micro-batch m of every rank, so with gradient
+    accumulation the interaction refresh (on a step's first micro-batch) sees the same examples.
+    """
+    micro_batch_size = sum(record["batches"][0]["input_ids"].shape[0] for record in rank_records)
     dataset = ReplayDataset(union_of_rank_batches(rank_records))
-    return train_case(case, output_dir, dataset, per_device_batch_size=global_batch_size)
+    return train_case(case, output_dir, dataset, per_device_batch_size=micro_batch_size)
 
 
 def main(output_dir: str, cases: list[str]) -> None:
     for case in cases:
         data = case.split("-", 1)[0]
         case_dir = os.path.join(output_dir, case)
-        record = train_case(case, case_dir, build_train_dataset(data, PER_DEVICE_BATCH_SIZE), PER_DEVICE_BATCH_SIZE)
+        micro_batch_size = PER_DEVICE_BATCH_SIZE // accumulation_steps(case)
+        record = train_case(case, case_dir, build_train_dataset(data, micro_batch_size), micro_batch_size)
         torch.save(record, os.path.join(case_dir, f"rank{record['rank']}.pt"))
 
 
