@@ -614,11 +614,16 @@ class LDROTrainer(Trainer):
             )
         if not bool(present.all()):
             absent = [name for name, seen in zip(self.task_names, present.tolist()) if not seen]
-            logger.info(
+            # A task whose row of A stays zero keeps its stale loss and can stay the worst task,
+            # so its weight stops moving without any error.
+            logger.warning(
                 "Step %d: tasks %s are absent from the interaction batch; their gradients count "
-                "as zero in this refresh.",
+                "as zero in this refresh, so their L-DRO weights can stop moving. Use batches "
+                "that hold every task (e.g. TaskStratifiedStream) or a batch size >= the number "
+                "of tasks (%d).",
                 self.state.global_step,
                 absent,
+                self.num_tasks,
             )
         self.weighting.set_interaction(matrix.cpu())
         self._interaction_refreshed_at = self.state.global_step

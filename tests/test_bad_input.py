@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -125,6 +126,84 @@ def test_duplicate_languages_stop_script(tmp_path, data_dir):
         script.main(script_arguments(tmp_path / "out", data_dir, "aaa,aaa"))
 
 
+def test_encoding_errors_replace_loads_data(tmp_path, data_dir, caplog):
+    break_language(data_dir, "invalid UTF-8 (gzip)")
+    arguments = script_arguments(tmp_path / "out", data_dir, "aaa,bbb", "--encoding_errors", "replace")
+    _, data_args, ldro_args, _ = script.parse_arguments(arguments)
+    with caplog.at_level(logging.WARNING, logger="hf_ldro.data"):
+        data = script.load_language_data(data_args, ldro_args)
+    assert data.task_names == ["aaa", "bbb"]
+    assert "U+FFFD" in caplog.text
+
+
+def test_encoding_errors_rejects_unknown_mode(tmp_path, data_dir):
+    with pytest.raises(SystemExit):
+        script.parse_arguments(script_arguments(tmp_path / "out", data_dir, "aaa", "--encoding_errors", "ignore"))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--per_device_train_batch_size", "0"], r"--per_device_train_batch_size must be an integer >= 1, got 0"),
+        (["--per_device_eval_batch_size", "0"], r"--per_device_eval_batch_size must be an integer >= 1, got 0"),
+        (["--model_name_or_path", "./no/such/model"], r"model folder \./no/such/model not found"),
+        (["--config_name", "~/no/such/config"], r"config folder ~/no/such/config not found"),
+    ],
+)  # fmt: skip
+def test_bad_training_arguments_rejected(tmp_path, data_dir, extra, message):
+    arguments = script_arguments(tmp_path / "out", data_dir, "aaa", *extra)
+    if "--model_name_or_path" in extra:
+        index = arguments.index("--config_overrides")
+        del arguments[index : index + 2]
+    with pytest.raises(script.UsageError, match=message):
+        script.parse_arguments(arguments)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("runs/demo/tokenzer", r"tokenizer folder runs/demo/tokenzer not found"),
+        ("./tokenzer", r"tokenizer folder \./tokenzer not found"),
+        ("google/mt5-small", r"could not load google/mt5-small from the Hub \(offline / unreachable\)"),
+    ],
+)
+def test_bad_tokenizer_name_rejected(tmp_path, data_dir, name, message):
+    arguments = script_arguments(tmp_path / "out", data_dir, "aaa", "--tokenizer_name", name)
+    arguments.remove("--byte_tokenizer")
+    with pytest.raises(script.UsageError, match=message):
+        script.main(arguments)
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_output_dir_is_file_rejected(tmp_path, data_dir):
+    existing_file = tmp_path / "taken"
+    existing_file.write_text("not a folder", encoding="utf-8")
+    for output_dir in (existing_file, existing_file / "run"):
+        with pytest.raises(script.UsageError, match=rf"{existing_file} is an existing file, not a folder"):
+            script.parse_arguments(script_arguments(output_dir, data_dir, "aaa"))
+
+
+def test_json_config_wrong_type_one_line(tmp_path, data_dir):
+    config = {
+        "output_dir": str(tmp_path / "out"),
+        "data_dir": str(data_dir),
+        "byte_tokenizer": True,
+        "ldro_update_interval": "fifty",
+    }
+    config_path = tmp_path / "run.json"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run_mlm_ldro.py"), str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert "run_mlm_ldro.py: error: ldro_update_interval='fifty' has type str" in completed.stderr
+    assert "must be an integer" in completed.stderr
+
+
 # ---- unusual but valid setups -------------------------------------------------------------------
 
 
@@ -154,7 +233,13 @@ def test_batch_smaller_than_task_count(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="hf_ldro.trainer"):
         metrics = script.main(arguments)
     assert "every step misses some tasks" in caplog.text
-    assert "are absent from the interaction batch" in caplog.text
+    absent_warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.WARNING and "absent from the interaction batch" in record.getMessage()
+    ]
+    assert absent_warnings
+    assert "TaskStratifiedStream" in absent_warnings[0]
     for record in read_records(output_dir):
         weights = list(record["weights"].values())
         assert all(math.isfinite(weight) and weight > 0 for weight in weights), record
