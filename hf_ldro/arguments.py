@@ -6,7 +6,9 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -39,6 +41,49 @@ def load_task_mapping(name: str, value: dict | str | None) -> dict[str, float] |
     if not isinstance(mapping, dict):
         raise ValueError(f"{name} must be a JSON object {{task: number}}, got {type(mapping).__name__}.")
     return {str(task): float(number) for task, number in mapping.items()}
+
+
+_SCALAR_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _accepted_types(annotation: Any) -> tuple[type, ...] | None:
+    """Return the scalar types (and None) a field accepts, or None for fields left unchecked.
+
+    Fields that also accept a list or a mapping are left to their own conversion, because
+    subclasses may replace such a value by a parsed form before this check runs.
+    """
+    members = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if not all(member is type(None) or member in _SCALAR_TYPE_NAMES for member in members):
+        return None
+    return tuple(members)
+
+
+def _has_accepted_type(value: Any, accepted: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in accepted
+    if isinstance(value, int) and float in accepted:
+        return True
+    return isinstance(value, accepted)
+
+
+def check_argument_types(arguments: Any) -> None:
+    """Raise ValueError for a dataclass field whose value has the wrong type.
+
+    HfArgumentParser converts command-line strings by the annotation, but `parse_dict` (a JSON
+    config) passes values through unchanged, so `"ldro_update_interval": "fifty"` would reach
+    the range checks as a string. An integer is accepted where a float is expected.
+    """
+    hints = typing.get_type_hints(type(arguments))
+    for argument_field in fields(arguments):
+        accepted = _accepted_types(hints.get(argument_field.name))
+        value = getattr(arguments, argument_field.name)
+        if accepted is None or _has_accepted_type(value, accepted):
+            continue
+        expected = " or ".join(_SCALAR_TYPE_NAMES.get(kind, "null") for kind in accepted)
+        raise ValueError(
+            f"{argument_field.name}={value!r} has type {type(value).__name__}, but "
+            f"{argument_field.name} must be {expected}: fix the value."
+        )
 
 
 @dataclass
@@ -142,6 +187,7 @@ class LDROArguments:
     )
 
     def __post_init__(self) -> None:
+        check_argument_types(self)
         if self.method not in WEIGHTING_METHODS:
             raise ValueError(f"method={self.method!r} is unknown: use one of {list(WEIGHTING_METHODS)}.")
         if self.lm_objective not in LM_OBJECTIVES:
