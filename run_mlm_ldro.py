@@ -38,13 +38,29 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     HfArgumentParser,
+    TrainerState,
     TrainingArguments,
     default_data_collator,
     set_seed,
 )
 
-from hf_ldro.arguments import WEIGHTING_METHODS, LDROArguments, weighting_from_arguments
-from hf_ldro.checkpoints import checkpoint_problem, checkpoint_task_names, last_complete_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+
+from hf_ldro.arguments import (
+    WEIGHTING_METHODS,
+    LDROArguments,
+    check_argument_types,
+    weighting_from_arguments,
+)
+from hf_ldro.checkpoints import (
+    changed_weighting_settings,
+    checkpoint_config_differences,
+    checkpoint_global_step,
+    checkpoint_problem,
+    checkpoint_task_names,
+    checkpoint_weighting_state,
+    last_complete_checkpoint,
+)
 from hf_ldro.data import (
     BYTE_LEVEL,
     DataError,
@@ -187,6 +203,7 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
+        check_argument_types(self)
         if self.config_overrides and self.model_name_or_path:
             raise UsageError(
                 f"--config_overrides {self.config_overrides!r} cannot be combined with "
@@ -267,8 +284,18 @@ class DataTrainingArguments:
         default=64,
         metadata={"help": "Evaluate on at most this many blocks per language (all when unset)."},
     )
+    encoding_errors: str = field(
+        default="strict",
+        metadata={
+            "help": "Handling of invalid UTF-8 in local data files: strict stops with the file, "
+            "line and byte offset; replace turns each invalid byte sequence into U+FFFD and logs "
+            "a warning with the number of affected lines per file.",
+            "choices": ["strict", "replace"],
+        },
+    )
 
     def __post_init__(self) -> None:
+        check_argument_types(self)
         self.languages = split_list_argument(self.languages)
         self.train_files = split_list_argument_entries(self.train_files)
         self.validation_files = split_list_argument_entries(self.validation_files)
@@ -551,6 +578,15 @@ def parse_arguments(
     if not training_args.do_train and not training_args.do_eval:
         training_args.do_train = True
         training_args.do_eval = True
+    check_output_dir(training_args.output_dir)
+    for flag in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        batch_size = getattr(training_args, flag)
+        if batch_size < 1:
+            raise UsageError(f"--{flag} must be an integer >= 1, got {batch_size}.")
+    for flag in ("model_name_or_path", "config_name", "tokenizer_name"):
+        name = getattr(model_args, flag)
+        if name is not None:
+            setattr(model_args, flag, check_local_folder(flag, name))
     if training_args.do_train and training_args.max_steps <= 0:
         raise UsageError(
             f"--max_steps is {training_args.max_steps}: the training data is an endless stream "
@@ -569,6 +605,52 @@ def parse_arguments(
     if model_args.mlm and ldro_args.lm_objective == "causal":
         raise UsageError("--mlm trains a masked LM but --lm_objective is causal: drop one of them.")
     return model_args, data_args, ldro_args, training_args
+
+
+def check_output_dir(output_dir: str) -> None:
+    """Raise a UsageError when --output_dir names an existing file (or lies below one)."""
+    path = Path(output_dir)
+    for candidate in (path, *path.parents):
+        if candidate.exists() and not candidate.is_dir():
+            raise UsageError(
+                f"--output_dir {output_dir}: {candidate} is an existing file, not a folder. Pass "
+                "a folder path (it is created when missing)."
+            )
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Return whether `name` can only be a local path: a Hub id is `name` or `namespace/name`."""
+    return (
+        name.startswith((".", "~", "/"))
+        or name.count("/") > 1
+        or (os.sep != "/" and os.sep in name)
+        or (os.altsep is not None and os.altsep != "/" and os.altsep in name)
+    )
+
+
+def check_local_folder(flag: str, name: str) -> str:
+    """Return `name` with `~` expanded; raise a UsageError when it is a path with no folder there."""
+    expanded = os.path.expanduser(name)
+    if looks_like_local_path(name) and not os.path.isdir(expanded):
+        kind = "tokenizer" if flag == "tokenizer_name" else "model" if flag == "model_name_or_path" else "config"
+        raise UsageError(
+            f"--{flag}: {kind} folder {name} not found. Check the path (for a Hub model, pass "
+            "its id as namespace/name)."
+        )
+    return expanded
+
+
+def pretrained_load_error(flag: str, name: str, error: Exception) -> UsageError:
+    """Build the UsageError for a tokenizer, config or model that failed to load from `name`."""
+    # transformers' messages span several lines and end with a period.
+    reason = " ".join(str(error).split()).rstrip(".")
+    if os.path.isdir(name):
+        return UsageError(f"--{flag}: could not load {name}: {reason}.")
+    alternative = ", or --byte_tokenizer" if flag == "tokenizer_name" else ""
+    return UsageError(
+        f"--{flag}: could not load {name} from the Hub (offline / unreachable): {reason}. Pass a "
+        f"local folder{alternative}, or check the Hub id and the network (HF_HUB_OFFLINE)."
+    )
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -650,6 +732,7 @@ def load_language_data(data_args: DataTrainingArguments, ldro_args: PretrainingL
             hub_sizes=ldro_args.dataset_sizes if data_args.mc4 else None,
             hub_dataset=data_args.mc4_dataset,
             text_field=data_args.text_field,
+            encoding_errors=data_args.encoding_errors,
         )
     except (DataError, ValueError) as error:
         raise UsageError(str(error)) from error
@@ -735,6 +818,75 @@ def detect_last_checkpoint(training_args: TrainingArguments, task_names: Sequenc
     return checkpoint
 
 
+def check_checkpoint_settings(
+    checkpoint: str,
+    config: transformers.PretrainedConfig,
+    weighting: TaskWeighting,
+    ldro_args: PretrainingLDROArguments,
+) -> None:
+    """Raise a UsageError when this run's model or method cannot resume `checkpoint`.
+
+    A changed model shape (vocabulary, block size, sizes) would fail while loading the weights,
+    and a changed method while loading the task-weighting state. A changed hyperparameter of the
+    same method is allowed and logged at WARNING, and the new value applies from here on.
+    """
+    fix = "Resume with the settings of the run that wrote it, or train in a new --output_dir."
+    for name, saved, new in checkpoint_config_differences(checkpoint, config):
+        if name == "vocab_size":
+            cause = "the tokenizer changed (--tokenizer_name, --byte_tokenizer, --mlm)"
+        elif name in ("n_positions", "max_position_embeddings"):
+            cause = "--block_size (or the position embeddings of --config_overrides) changed"
+        else:
+            cause = "the model changed (--model_type, --config_name, --config_overrides)"
+        raise UsageError(
+            f"Checkpoint {checkpoint} has {name}={saved} but this run's model has {name}={new}: "
+            f"{cause}. {fix}"
+        )
+    saved_state = checkpoint_weighting_state(checkpoint, TASK_WEIGHTING_STATE_NAME)
+    if saved_state is None:
+        return
+    new_state = weighting.state_dict()
+    if saved_state.get("strategy", new_state["strategy"]) != new_state["strategy"]:
+        raise UsageError(
+            f"Checkpoint {checkpoint} contains {saved_state['strategy']} task weights, but --method "
+            f"{ldro_args.method} uses {new_state['strategy']}. {fix}"
+        )
+    for name, saved, new in changed_weighting_settings(saved_state, new_state):
+        logger.warning(
+            "Checkpoint %s was trained with %s=%s; this run uses %s=%s from now on.",
+            checkpoint,
+            name,
+            saved,
+            name,
+            new,
+        )
+
+
+def finished_training(checkpoint: str, max_steps: int) -> bool:
+    """Return whether `checkpoint` already reached `max_steps`, and log that training is skipped.
+
+    Resuming such a checkpoint would let the Trainer take one more optimizer step on the
+    endless stream (transformers 5.25), so the run evaluates it instead.
+    """
+    global_step = checkpoint_global_step(checkpoint)
+    if global_step < max_steps:
+        return False
+    logger.info(
+        "Already trained to step %d (max_steps %d) in %s; evaluating only. Raise --max_steps to "
+        "train further.",
+        global_step,
+        max_steps,
+        checkpoint,
+    )
+    return True
+
+
+def restore_finished_state(trainer: LDROTrainer, checkpoint: str) -> None:
+    """Load the trainer state and task weights of a finished checkpoint, for evaluation and the card."""
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+    trainer.load_task_weighting_state(checkpoint)
+
+
 def load_tokenizer(
     model_args: ModelArguments,
     data: LanguageData,
@@ -751,9 +903,12 @@ def load_tokenizer(
     if model_args.byte_tokenizer:
         tokenizer = build_tokenizer(BYTE_LEVEL)
     elif model_args.tokenizer_name or model_args.model_name_or_path:
-        tokenizer = load_pretrained_tokenizer(
-            model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs
-        )
+        flag = "tokenizer_name" if model_args.tokenizer_name else "model_name_or_path"
+        name = getattr(model_args, flag)
+        try:
+            tokenizer = load_pretrained_tokenizer(name, **hub_kwargs)
+        except (OSError, ValueError) as error:
+            raise pretrained_load_error(flag, name, error) from error
     elif checkpoint is not None:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     else:
@@ -928,23 +1083,42 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
         train_stream.set_sampling_probabilities(weighting.sampling_probabilities.tolist())
     logger.info("Task weighting %r over %s", weighting, task_names)
 
-    config = build_config(
-        tokenizer,
-        block_size=data_args.block_size,
-        mlm=model_args.mlm,
-        model_type=model_args.model_type,
-        config_name=model_args.config_name,
-        model_name_or_path=model_args.model_name_or_path,
-        config_overrides=model_args.config_overrides,
-        hub_kwargs=model_args.hub_kwargs(),
-    )
-    model = build_model(
-        config,
-        tokenizer,
-        mlm=model_args.mlm,
-        model_name_or_path=model_args.model_name_or_path,
-        hub_kwargs=model_args.hub_kwargs(),
-    )
+    config_flag = "config_name" if model_args.config_name else "model_name_or_path"
+    try:
+        config = build_config(
+            tokenizer,
+            block_size=data_args.block_size,
+            mlm=model_args.mlm,
+            model_type=model_args.model_type,
+            config_name=model_args.config_name,
+            model_name_or_path=model_args.model_name_or_path,
+            config_overrides=model_args.config_overrides,
+            hub_kwargs=model_args.hub_kwargs(),
+        )
+    except OSError as error:
+        raise pretrained_load_error(config_flag, getattr(model_args, config_flag), error) from error
+    already_trained = False
+    if checkpoint is not None:
+        check_checkpoint_settings(checkpoint, config, weighting, ldro_args)
+        already_trained = finished_training(checkpoint, training_args.max_steps)
+
+    # A finished run evaluates the weights of its last checkpoint instead of training again.
+    weights_source = checkpoint if already_trained else model_args.model_name_or_path
+    try:
+        model = build_model(
+            config,
+            tokenizer,
+            mlm=model_args.mlm,
+            model_name_or_path=weights_source,
+            hub_kwargs=model_args.hub_kwargs(),
+        )
+    except OSError as error:
+        raise pretrained_load_error("model_name_or_path", weights_source, error) from error
+    if not model_args.model_name_or_path:
+        # create_model_card takes a config name_or_path that is not a local folder as the base
+        # model. A new model has an empty one, so the card would say "a fine-tuned version of
+        # []". An existing folder keeps "trained from scratch" (transformers 5.25).
+        model.config.name_or_path = training_args.output_dir
     if model_args.mlm:
         data_collator = DataCollatorForLanguageModeling(
             tokenizer, mlm=True, mlm_probability=model_args.mlm_probability
@@ -965,7 +1139,9 @@ def main(args: Sequence[str] | None = None) -> dict[str, Any]:
         data_collator=data_collator,
     )
 
-    if training_args.do_train:
+    if already_trained:
+        restore_finished_state(trainer, checkpoint)
+    elif training_args.do_train:
         train_and_save(trainer, training_args, checkpoint)
 
     eval_metrics: dict[str, Any] = {}

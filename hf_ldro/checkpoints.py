@@ -190,3 +190,68 @@ def checkpoint_global_step(checkpoint_dir: str | os.PathLike) -> int:
             f"{PREFIX_CHECKPOINT_DIR}-<step>: pass a checkpoint folder written by the Trainer."
         )
     return int(match.group(1))
+
+
+# Config fields that fix the kind of model or the shape of its weights. Model types name them
+# differently (GPT-2: n_embd, n_layer; BERT-like: hidden_size, num_hidden_layers), so each is
+# compared only when both configs have it.
+MODEL_SHAPE_CONFIG_FIELDS = (
+    "model_type",
+    "vocab_size",
+    "n_positions",
+    "max_position_embeddings",
+    "n_embd",
+    "hidden_size",
+    "n_layer",
+    "num_hidden_layers",
+    "n_head",
+    "num_attention_heads",
+)
+
+# Hyperparameters recorded in the weighting state of every strategy that has them
+# (hf_ldro.weighting): step size, lookahead learning rate, interaction interval, mixing exponent.
+WEIGHTING_HYPERPARAMETERS = ("eta", "lookahead_lr", "update_interval", "alpha")
+
+
+def checkpoint_config_differences(
+    checkpoint_dir: str | os.PathLike, config: Any
+) -> list[tuple[str, Any, Any]]:
+    """Return (field, saved value, new value) for each model-shape field that `config` changes.
+
+    `config` is the `PretrainedConfig` of the run that resumes. The checkpoint's weights load
+    only into a model of the same type and sizes, so any difference makes resuming fail.
+    Returns an empty list when the checkpoint has no config.json.
+    """
+    path = Path(checkpoint_dir) / "config.json"
+    if not path.is_file():
+        return []
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    new = config.to_dict()
+    return [
+        (name, saved[name], new[name])
+        for name in MODEL_SHAPE_CONFIG_FIELDS
+        if name in saved and name in new and saved[name] != new[name]
+    ]
+
+
+def checkpoint_weighting_state(checkpoint_dir: str | os.PathLike, state_name: str) -> dict[str, Any] | None:
+    """Return the weighting strategy's saved state (`strategy`, hyperparameters, weights), or None."""
+    path = Path(checkpoint_dir) / state_name
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("weighting")
+
+
+def changed_weighting_settings(
+    saved_state: dict[str, Any], new_state: dict[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """Return (hyperparameter, saved value, new value) for each weighting hyperparameter that changed.
+
+    Both arguments are `TaskWeighting.state_dict()` results. A hyperparameter missing from
+    either state is not compared.
+    """
+    return [
+        (name, saved_state[name], new_state[name])
+        for name in WEIGHTING_HYPERPARAMETERS
+        if name in saved_state and name in new_state and saved_state[name] != new_state[name]
+    ]

@@ -228,14 +228,18 @@ def load_script():
     return sys.modules[spec.name]
 
 
+def short_run_arguments(output_dir: Path, *extra: str) -> list[str]:
+    arguments = script_arguments(output_dir)
+    for flag, value in (("--max_steps", "6"), ("--save_steps", "2"), ("--logging_steps", "1"), ("--save_total_limit", "5")):
+        arguments[arguments.index(flag) + 1] = value
+    return arguments + list(extra)
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory) -> Path:
     """A finished in-process run with complete checkpoints at steps 2, 4 and 6."""
     output_dir = tmp_path_factory.mktemp("checkpoints") / "run"
-    arguments = script_arguments(output_dir)
-    for flag, value in (("--max_steps", "6"), ("--save_steps", "2"), ("--logging_steps", "1"), ("--save_total_limit", "5")):
-        arguments[arguments.index(flag) + 1] = value
-    load_script().main(arguments)
+    load_script().main(short_run_arguments(output_dir))
     return output_dir
 
 
@@ -307,3 +311,50 @@ def test_discard_records_after_step(tmp_path):
     log.write_text("\n".join(lines) + '\n{"step": 2', encoding="utf-8")
     assert discard_task_weight_records_after(log, 10) == 2
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [5, 10]
+
+
+# ---- re-running a run ---------------------------------------------------------------------------
+
+
+def global_step(output_dir: Path) -> int:
+    return json.loads((output_dir / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+
+
+def test_rerun_finished_run_evaluates_only(damaged_run, caplog):
+    weights_before = (damaged_run / "checkpoint-6" / "model.safetensors").read_bytes()
+    (damaged_run / "eval_results.json").unlink()
+    with caplog.at_level(logging.INFO, logger="run_mlm_ldro"):
+        metrics = load_script().main(short_run_arguments(damaged_run))
+    assert not (damaged_run / "checkpoint-7").exists()
+    assert global_step(damaged_run) == 6
+    assert (damaged_run / "checkpoint-6" / "model.safetensors").read_bytes() == weights_before
+    assert "Already trained to step 6 (max_steps 6)" in caplog.text
+    assert "evaluating only" in caplog.text
+    assert (damaged_run / "eval_results.json").is_file()
+    assert all(math.isfinite(metrics[f"eval_{language}_perplexity"]) for language in LANGUAGES)
+
+
+def test_larger_max_steps_resumes_with_new_eta(damaged_run, caplog):
+    arguments = short_run_arguments(damaged_run, "--max_steps", "8", "--dro_eta", "0.25")
+    with caplog.at_level(logging.WARNING, logger="run_mlm_ldro"):
+        load_script().main(arguments)
+    assert global_step(damaged_run) == 8
+    assert (damaged_run / "checkpoint-8").is_dir()
+    assert "was trained with eta=0.5; this run uses eta=0.25" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--block_size", "16"], r"has n_positions=32 but this run's model has n_positions=16: --block_size"),
+        (["--config_overrides", "n_layer=2,n_embd=32,n_head=2"], r"has n_layer=1 but this run's model has n_layer=2"),
+        (["--method", "ldro"], r"contains OnlineDRO task weights, but --method ldro uses LookaheadDRO"),
+    ],
+)  # fmt: skip
+def test_changed_settings_rejected_on_resume(damaged_run, extra, message):
+    script = load_script()
+    weights_before = (damaged_run / "model.safetensors").read_bytes()
+    with pytest.raises(script.UsageError, match=message):
+        script.main(short_run_arguments(damaged_run, "--max_steps", "8", *extra))
+    assert (damaged_run / "model.safetensors").read_bytes() == weights_before
+    assert not (damaged_run / "checkpoint-8").exists()

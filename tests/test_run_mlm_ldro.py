@@ -200,6 +200,15 @@ def test_resume_from_last_checkpoint(tmp_path):
     assert (output_dir / "tokenizer.json").read_text(encoding="utf-8") == tokenizer_file
 
 
+def test_model_card_new_model_from_scratch(tmp_path):
+    output_dir = tmp_path / "card"
+    run(output_dir, "--max_steps", "2", "--method", "dro", languages=["yor_Latn", "amh_Ethi"])
+    card = (output_dir / "README.md").read_text(encoding="utf-8")
+    assert "This model was trained from scratch on" in card
+    assert "fine-tuned version of" not in card
+    assert "base_model" not in card
+
+
 def test_json_config_file(tmp_path):
     output_dir = tmp_path / "from_json"
     config = {
