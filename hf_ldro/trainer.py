@@ -166,6 +166,7 @@ class LDROTrainer(Trainer):
         self.lm_objective = lm_objective or self.ldro_args.lm_objective
 
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        self._warn_on_world_size_mismatch()
 
         # The model is called without labels, so transformers must not count items for it.
         self.model_accepts_loss_kwargs = False
@@ -194,6 +195,19 @@ class LDROTrainer(Trainer):
         self._warn_if_steps_miss_tasks()
 
     # ---- configuration -------------------------------------------------------------------------
+
+    def _warn_on_world_size_mismatch(self) -> None:
+        # With transformers 5.25 on a machine without GPUs, torchrun processes each train alone
+        # (world size 1) unless TrainingArguments(use_cpu=True) is set, and the Trainer says nothing.
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1 and self.args.world_size != launched:
+            logger.warning(
+                "The launcher started %d processes (WORLD_SIZE) but the Trainer runs with world "
+                "size %d, so every process trains alone on the same data. On a CPU-only machine "
+                "pass TrainingArguments(use_cpu=True).",
+                launched,
+                self.args.world_size,
+            )
 
     @property
     def num_tasks(self) -> int:

@@ -220,6 +220,20 @@ def test_missing_task_column_is_explained(tmp_path, train_dataset):
         trainer.train()
 
 
+def test_world_size_mismatch_warns(tmp_path, train_dataset, monkeypatch, caplog):
+    trainer = make_trainer(tmp_path, train_dataset, ldro_args=LDROArguments(method="dro"), max_steps=1)
+
+    # Setting WORLD_SIZE before the Trainer exists would make accelerate start a process group,
+    # so the check that the constructor runs is called again with the launcher's variable set.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with caplog.at_level(logging.WARNING, logger="hf_ldro.trainer"):
+        trainer._warn_on_world_size_mismatch()
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("started 2 processes" in message for message in messages)
+    assert any("use_cpu=True" in message for message in messages)
+
+
 def test_out_of_range_task_id_is_rejected(tmp_path, train_dataset):
     bad = train_dataset.map(lambda row: {"task_ids": 7})
     trainer = make_trainer(tmp_path, bad, ldro_args=LDROArguments(method="dro"), max_steps=1)
