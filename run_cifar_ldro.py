@@ -34,6 +34,7 @@ from transformers.training_args import OptimizerNames
 from hf_ldro.arguments import LDROArguments, weighting_from_arguments
 from hf_ldro.vision import (
     OMNIGLOT_LAYOUT,
+    CIFARFormatError,
     ImageIndexLayout,
     MultitaskCNN,
     MultitaskCNNConfig,
@@ -292,15 +293,37 @@ def train_one_run(run: RunSpec, data, model_args, method_args, training_args, im
     return train_result.metrics
 
 
+def check_paths_and_sample_limits(data_args: DataArguments, training_args: TrainingArguments) -> str | None:
+    """Return a usage error for a missing data folder or a file given as the output folder."""
+    if data_args.data_dir is not None:
+        data_dir = Path(data_args.data_dir)
+        if not data_dir.exists():
+            return f"--data_dir {data_dir} does not exist: pass the folder that holds the data."
+        if not data_dir.is_dir():
+            return f"--data_dir {data_dir} is a file, not a folder: pass the folder that holds the data."
+    output_dir = Path(training_args.output_dir)
+    for path in (output_dir, *output_dir.parents):
+        if path.exists() and not path.is_dir():
+            return f"--output_dir {output_dir}: {path} is an existing file, not a folder."
+    return None
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((DataArguments, ModelArguments, MethodArguments, ExperimentTrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        data_args, model_args, method_args, training_args = parser.parse_json_file(json_file=argv[0])
-    else:
-        data_args, model_args, method_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            data_args, model_args, method_args, training_args = parser.parse_json_file(json_file=argv[0])
+        else:
+            data_args, model_args, method_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:
+        # The argument dataclasses check their values in __post_init__.
+        parser.error(str(error))
     if training_args.output_dir is None:
         parser.error("--output_dir is required: the runs, evals.jsonl and pareto.* are written there.")
+    problem = check_paths_and_sample_limits(data_args, training_args)
+    if problem:
+        parser.error(problem)
 
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
@@ -358,4 +381,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (CIFARFormatError, FileNotFoundError, ConnectionError) as error:
+        # Bad data and an unreachable Hub are user errors: one line, not a traceback.
+        sys.exit(f"run_cifar_ldro.py: error: {error}")

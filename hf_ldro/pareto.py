@@ -74,6 +74,17 @@ def plot_pareto_frontiers(
 
     methods = sorted({method for by_method in panels.values() for method in by_method})
     colours = {method: plt.get_cmap("tab10")(i % 10) for i, method in enumerate(methods)}
+
+    # Distinct markers keep methods whose frontiers coincide (e.g. after a very short run) visible.
+    marker_cycle = ("o", "s", "^", "D", "v", "P", "X", "*")
+    markers = {method: marker_cycle[i % len(marker_cycle)] for i, method in enumerate(methods)}
+    values_nonnegative = all(
+        record[key] >= 0
+        for by_method in panels.values()
+        for records in by_method.values()
+        for record in records
+        for key in (x_key, y_key)
+    )
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True)
 
     for axis, (panel_title, by_method) in zip(axes[0], panels.items()):
@@ -89,11 +100,14 @@ def plot_pareto_frontiers(
                 [record[x_key] for record in frontier],
                 [record[y_key] for record in frontier],
                 where="pre",
-                marker="o",
-                markersize=4,
+                marker=markers[method],
+                markersize=5,
+                markerfacecolor="none",
                 color=colours[method],
                 label=method,
             )
+        if values_nonnegative:
+            axis.set_ylim(bottom=0.0)
         axis.set_title(panel_title)
         axis.set_xlabel("average task accuracy")
         axis.grid(alpha=0.3)

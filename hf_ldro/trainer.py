@@ -634,7 +634,9 @@ class LDROTrainer(Trainer):
                 "Step %d: tasks %s are absent from the interaction batch; their gradients count "
                 "as zero in this refresh, so their L-DRO weights can stop moving. Use batches "
                 "that hold every task (e.g. TaskStratifiedStream) or a batch size >= the number "
-                "of tasks (%d).",
+                "of tasks (%d). With fewer examples than tasks the stratified stream rotates "
+                "tasks across batches, and an update interval that is a multiple of the rotation "
+                "period misses the same tasks at every refresh.",
                 self.state.global_step,
                 absent,
                 self.num_tasks,

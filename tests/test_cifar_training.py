@@ -91,9 +91,39 @@ def test_paper_sweep_grid():
     assert {run.hparams["dro_eta"] for run in runs if run.method == "dro"} == {0.0, 1e-4, 1e-3, 1e-2, 1e-1}
 
 
-def test_missing_data_dir_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+def test_missing_data_dir_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
         _run_script(tmp_path / "nowhere", tmp_path / "out", "--method", "static")
+
+    assert "nowhere does not exist" in capsys.readouterr().err
+
+
+def test_data_dir_file_error(tmp_path, capsys):
+    data_file = tmp_path / "cifar.tar.gz"
+    data_file.write_bytes(b"not a folder")
+
+    with pytest.raises(SystemExit):
+        _run_script(data_file, tmp_path / "out", "--method", "static")
+
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_output_dir_file_error(tmp_path, capsys):
+    output_file = tmp_path / "out"
+    output_file.write_text("keep me")
+
+    with pytest.raises(SystemExit):
+        _run_script(tmp_path, output_file, "--method", "static")
+
+    assert "is an existing file" in capsys.readouterr().err
+    assert output_file.read_text() == "keep me"
+
+
+def test_zero_sample_limit_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _run_script(tmp_path, tmp_path / "out", "--method", "static", "--max_train_samples", "0")
+
+    assert "--max_train_samples must be >= 1" in capsys.readouterr().err
 
 
 # ---- trainer internals on one batch ------------------------------------------------------------
