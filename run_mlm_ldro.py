@@ -557,7 +557,10 @@ def parse_arguments(
                 config = json.loads(config_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as error:
                 raise UsageError(f"Config file {config_path} is not valid JSON: {error}.") from error
-            parsed = parser.parse_dict({**defaults, **config})
+            try:
+                parsed = parser.parse_dict({**defaults, **config})
+            except ValueError as error:
+                raise UsageError(f"Config file {config_path}: {error}") from error
         else:
             parsed = parser.parse_args_into_dataclasses(args=args)
     except UsageError:
@@ -911,6 +914,12 @@ def load_tokenizer(
             raise pretrained_load_error(flag, name, error) from error
     elif checkpoint is not None:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        logger.info(
+            "Resuming from %s with the tokenizer saved there (%d entries); --tokenizer_vocab_size "
+            "and --tokenizer_temperature apply only when a new tokenizer is trained.",
+            checkpoint,
+            len(tokenizer),
+        )
     else:
         folder = Path(training_args.output_dir) / TOKENIZER_FOLDER_NAME
         if training_args.local_process_index == 0:

@@ -200,7 +200,8 @@ def test_json_config_wrong_type_one_line(tmp_path, data_dir):
     )
     assert completed.returncode == 1
     assert "Traceback" not in completed.stderr
-    assert "run_mlm_ldro.py: error: ldro_update_interval='fifty' has type str" in completed.stderr
+    assert f"run_mlm_ldro.py: error: Config file {config_path}: " in completed.stderr
+    assert "ldro_update_interval='fifty' has type str" in completed.stderr
     assert "must be an integer" in completed.stderr
 
 
