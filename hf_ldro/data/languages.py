@@ -273,10 +273,10 @@ def load_languages(
         data = load_from_hub(hub_languages, hub_sizes, hub_dataset, hub_data_files, languages, text_field)
     else:
         data = load_demo(languages)
-    logger.info(
-        "Loaded %d languages (%s): %s",
-        len(data.task_names),
-        data.origin,
-        ", ".join(f"{name}={data.sizes[name]}" for name in data.task_names),
-    )
+    # Sizes are counted documents for local and demo data, and the sizes given (or None) for the Hub.
+    sizes = [
+        f"{name}={'unknown' if data.sizes.get(name) is None else format(data.sizes[name], 'g')}"
+        for name in data.task_names
+    ]
+    logger.info("Loaded %d languages (%s), size per language: %s", len(data.task_names), data.origin, ", ".join(sizes))
     return data

@@ -596,8 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train monolingual references, static mixing (alpha 1, 0.3, 0), DRO, baselined "
         "DRO and L-DRO with one budget, and write table1.md, table1.csv and the weight figure.",
     )
-    parser.add_argument("--train_dir", type=Path, required=True,
-                        help="Folder with <lang>/{train,validation}.jsonl[.gz] per language.")
+    parser.add_argument("--train_dir", "--data_dir", type=Path, required=True,
+                        help="Folder with <lang>/{train,validation}.jsonl[.gz] per language (alias --data_dir, as in run_mlm_ldro.py).")
     parser.add_argument("--output_dir", type=Path, required=True,
                         help="Folder of the runs and the table; finished runs in it are skipped.")
     parser.add_argument("--languages", default=None,
