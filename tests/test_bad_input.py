@@ -10,7 +10,6 @@ on every task (test_trainer.py).
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import logging
 import math
@@ -28,21 +27,14 @@ from hf_ldro.arguments import LDROArguments
 from hf_ldro.checkpoints import checkpoint_problem
 from hf_ldro.trainer import TASK_WEIGHTS_LOG_NAME, LDROTrainer, NonFiniteTaskLossError
 from test_trainer_data import tiny_gpt2, training_arguments
+from script_loading import load_run_mlm_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UD_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "multilingual" / "ud"
 needs_ud = pytest.mark.skipif(not UD_DIR.is_dir(), reason=f"UD sample data not found at {UD_DIR}")
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("run_mlm_ldro", REPO_ROOT / "run_mlm_ldro.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return sys.modules[spec.name]
-
-
-script = load_script()
+script = load_run_mlm_script()
 
 
 def script_arguments(output_dir: Path, data_dir: Path, languages: str, *extra: str) -> list[str]:

@@ -8,7 +8,6 @@ on a closed local port; neither may cost a file that training already saved.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from transformers import default_data_collator
 from hf_ldro.arguments import LDROArguments
 from hf_ldro.trainer import LDROTrainer
 from test_trainer_data import eval_datasets, language_dataset, tiny_gpt2, training_arguments
+from script_loading import load_run_mlm_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "run_mlm_ldro.py"
@@ -39,15 +39,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("run_mlm_ldro", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return sys.modules[spec.name]
-
-
-script = load_script()
+script = load_run_mlm_script()
 
 
 def script_arguments(output_dir: Path, *extra: str) -> list[str]:

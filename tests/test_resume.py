@@ -8,7 +8,6 @@ weights and stream positions (CPU, one thread, fixed seeds).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -21,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from hf_ldro.checkpoints import (
@@ -33,6 +31,7 @@ from hf_ldro.checkpoints import (
     discard_task_weight_records_after,
     last_complete_checkpoint,
 )
+from script_loading import load_run_mlm_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "run_mlm_ldro.py"
@@ -220,14 +219,6 @@ def test_records_after_checkpoint_replaced(killed_and_uninterrupted):
 # ---- incomplete checkpoints ---------------------------------------------------------------------
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("run_mlm_ldro", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return sys.modules[spec.name]
-
-
 def short_run_arguments(output_dir: Path, *extra: str) -> list[str]:
     arguments = script_arguments(output_dir)
     for flag, value in (("--max_steps", "6"), ("--save_steps", "2"), ("--logging_steps", "1"), ("--save_total_limit", "5")):
@@ -239,7 +230,7 @@ def short_run_arguments(output_dir: Path, *extra: str) -> list[str]:
 def short_run(tmp_path_factory) -> Path:
     """A finished in-process run with complete checkpoints at steps 2, 4 and 6."""
     output_dir = tmp_path_factory.mktemp("checkpoints") / "run"
-    load_script().main(short_run_arguments(output_dir))
+    load_run_mlm_script().main(short_run_arguments(output_dir))
     return output_dir
 
 
@@ -291,14 +282,14 @@ def test_folder_without_marker_rejected(damaged_run):
 
 def test_script_rejects_incomplete_checkpoint(damaged_run):
     (damaged_run / "checkpoint-4" / "optimizer.pt").unlink()
-    script = load_script()
+    script = load_run_mlm_script()
     arguments = script_arguments(damaged_run, "--resume_from_checkpoint", str(damaged_run / "checkpoint-4"))
     with pytest.raises(script.UsageError, match=r"optimizer\.pt is missing"):
         script.main(arguments)
 
 
 def test_script_rejects_other_languages(damaged_run):
-    script = load_script()
+    script = load_run_mlm_script()
     arguments = script_arguments(damaged_run, "--resume_from_checkpoint", str(damaged_run / "checkpoint-4"))
     arguments[arguments.index("--languages") + 1] = "eng_Latn,amh_Ethi,yor_Latn"
     with pytest.raises(script.UsageError, match=r"saved for the languages \['eng_Latn', 'yor_Latn', 'amh_Ethi'\]"):
@@ -324,7 +315,7 @@ def test_rerun_finished_run_evaluates_only(damaged_run, caplog):
     weights_before = (damaged_run / "checkpoint-6" / "model.safetensors").read_bytes()
     (damaged_run / "eval_results.json").unlink()
     with caplog.at_level(logging.INFO, logger="run_mlm_ldro"):
-        metrics = load_script().main(short_run_arguments(damaged_run))
+        metrics = load_run_mlm_script().main(short_run_arguments(damaged_run))
     assert not (damaged_run / "checkpoint-7").exists()
     assert global_step(damaged_run) == 6
     assert (damaged_run / "checkpoint-6" / "model.safetensors").read_bytes() == weights_before
@@ -337,7 +328,7 @@ def test_rerun_finished_run_evaluates_only(damaged_run, caplog):
 def test_larger_max_steps_resumes_with_new_eta(damaged_run, caplog):
     arguments = short_run_arguments(damaged_run, "--max_steps", "8", "--dro_eta", "0.25")
     with caplog.at_level(logging.WARNING, logger="run_mlm_ldro"):
-        load_script().main(arguments)
+        load_run_mlm_script().main(arguments)
     assert global_step(damaged_run) == 8
     assert (damaged_run / "checkpoint-8").is_dir()
     assert "was trained with eta=0.5; this run uses eta=0.25" in caplog.text
@@ -352,7 +343,7 @@ def test_larger_max_steps_resumes_with_new_eta(damaged_run, caplog):
     ],
 )  # fmt: skip
 def test_changed_settings_rejected_on_resume(damaged_run, extra, message):
-    script = load_script()
+    script = load_run_mlm_script()
     weights_before = (damaged_run / "model.safetensors").read_bytes()
     with pytest.raises(script.UsageError, match=message):
         script.main(short_run_arguments(damaged_run, "--max_steps", "8", *extra))

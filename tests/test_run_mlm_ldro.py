@@ -6,7 +6,6 @@ Each run trains a 1-layer GPT-2 of width 32 for 10 steps on 64-byte blocks, in-p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -14,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from script_loading import load_run_mlm_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UD_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "multilingual" / "ud"
@@ -26,16 +26,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("run_mlm_ldro", REPO_ROOT / "run_mlm_ldro.py")
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the script is being executed.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-script = load_script()
+script = load_run_mlm_script()
 
 
 def small_run_arguments(output_dir: Path, languages=LANGUAGES) -> list[str]:
