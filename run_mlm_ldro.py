@@ -635,7 +635,8 @@ def check_local_folder(flag: str, name: str) -> str:
     """Return `name` with `~` expanded; raise a UsageError when it is a path with no folder there."""
     expanded = os.path.expanduser(name)
     if looks_like_local_path(name) and not os.path.isdir(expanded):
-        kind = "tokenizer" if flag == "tokenizer_name" else "model" if flag == "model_name_or_path" else "config"
+        folder_kinds = {"tokenizer_name": "tokenizer", "model_name_or_path": "model"}
+        kind = folder_kinds.get(flag, "config")
         raise UsageError(
             f"--{flag}: {kind} folder {name} not found. Check the path (for a Hub model, pass "
             "its id as namespace/name)."

@@ -67,7 +67,8 @@ def test_strategies_are_distributions():
         _, w, v = game_value(payoff)
         assert w.shape == (payoff.shape[1],)
         assert v.shape == (payoff.shape[0],)
-        assert w.min() >= 0 and v.min() >= 0
+        assert w.min() >= 0
+        assert v.min() >= 0
         assert w.sum() == pytest.approx(1.0)
         assert v.sum() == pytest.approx(1.0)
 
